@@ -1,0 +1,42 @@
+# The two commands: `make run` (the app, ready in a browser) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# The Google Cloud CLI bundles Python 3.12, the App Engine runtime's version: the suite runs there too.
+SDK_ROOT := $(shell gcloud info --format='value(installation.sdk_root)' 2>/dev/null)
+PY312 := $(SDK_ROOT)/platform/bundledpythonunix/bin/python3
+VENV312 := .venv312
+STAMP312 := $(VENV312)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: run test test311 test312 bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+$(STAMP312): requirements.txt requirements-dev.txt
+	test -x $(VENV312)/bin/python || $(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV312)/.installed-* && touch $@
+
+run: $(STAMP)
+	exec $(VENV)/bin/python -m devserver.run
+
+test: test311 test312
+
+test311: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test312:
+	@if [ -x "$(PY312)" ]; then \
+	  $(MAKE) --no-print-directory $(STAMP312) && \
+	  $(VENV312)/bin/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS); \
+	else echo "test312: the Google Cloud CLI's bundled Python 3.12 is not installed; skipped"; fi
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf $(VENV) $(VENV312) local artifacts .pytest_cache

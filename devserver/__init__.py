@@ -1,0 +1,1 @@
+"""Local run: Datastore emulator, demo PKI, demo mTLS peer, demo data."""

@@ -1,0 +1,165 @@
+"""`make run`: emulator, demo PKI, demo peer, the app under gunicorn, demo data; Ctrl-C stops all.
+
+Honours PORT (default 8080), ADMIN_TOKEN (generated when unset), DATASTORE_EMULATOR_HOST
+(use that emulator instead of starting one), DEMO_PEER_PORT, DEMO_ECHO_PORT and LOCAL_DIR
+(where state, demo keys and logs go; default ./local).
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from devserver import demo_pki
+from devserver.emulator import Emulator, EmulatorMissing, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCAL = os.environ.get("LOCAL_DIR") or os.path.join(ROOT, "local")
+
+
+def port_free(port):
+    """True when nothing listens on 127.0.0.1:port."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def pick_port(env_name, preferred):
+    """The port named in the environment, else `preferred` when free, else any free port."""
+    if os.environ.get(env_name):
+        return int(os.environ[env_name])
+    return preferred if port_free(preferred) else free_port()
+
+
+def wait_until_listening(port, process, what, timeout=60):
+    """Wait for a TCP listener on loopback, failing early if its process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited at start (see local/*.log).")
+        if not port_free(port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s.")
+
+
+def api(base, token, method, path, body=None):
+    """Call the app's JSON API with the admin token; returns (status, parsed body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def seed(base, token, pki_dir, https_port, echo_port):
+    """Store asalieri/1 (HTTPS + echo on the demo peer) and asalieri/2 (its echo-only port)."""
+    read = lambda name: open(os.path.join(pki_dir, name)).read()  # noqa: E731
+    common = {"cert": read("client-chain.pem"), "key": read("client-key.pem"),
+              "ca_certs": read("ca.pem"), "host": "127.0.0.1", "server_hostname": "localhost"}
+    for address, port in ((1, https_port), (2, echo_port)):
+        status, body = api(base, token, "PUT", f"/api/v1/employees/asalieri/addresses/{address}",
+                           dict(common, port=port))
+        if status not in (200, 201):
+            raise RuntimeError(f"Storing the demo identity failed: {status} {body}")
+
+
+class Stack:
+    """The processes `make run` starts, stopped in reverse order."""
+
+    def __init__(self):
+        self.processes = []
+        self.emulator = None
+
+    def spawn(self, name, command, env):
+        log = open(os.path.join(LOCAL, f"{name}.log"), "ab")
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.processes.append((name, process))
+        return process
+
+    def stop(self):
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.processes = []
+        if self.emulator:
+            self.emulator.stop()
+            self.emulator = None
+
+
+def main():
+    os.makedirs(LOCAL, mode=0o700, exist_ok=True)
+    port = int(os.environ.get("PORT", "8080"))
+    token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    stack = Stack()
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        env = dict(os.environ, ADMIN_TOKEN=token, PYTHONUNBUFFERED="1")
+        env.setdefault("LOCAL_KEK_FILE", os.path.join(LOCAL, "kek.bin"))
+        if not os.environ.get("DATASTORE_EMULATOR_HOST"):
+            print("Starting the Cloud Datastore emulator ...", flush=True)
+            stack.emulator = Emulator(data_dir=os.path.join(LOCAL, "datastore"),
+                                      log_path=os.path.join(LOCAL, "emulator.log")).start()
+            env.update(stack.emulator.environ())
+        env.setdefault("GOOGLE_CLOUD_PROJECT", env.get("DATASTORE_PROJECT_ID", "dyncert-local"))
+        env.setdefault("DATASTORE_PROJECT_ID", env["GOOGLE_CLOUD_PROJECT"])
+        pki_dir = demo_pki.ensure(os.path.join(LOCAL, "demo-pki"))
+        https_port = pick_port("DEMO_PEER_PORT", 8443)
+        echo_port = pick_port("DEMO_ECHO_PORT", 8444 if https_port != 8444 else 8445)
+        peer = stack.spawn("demo-peer", [sys.executable, "-m", "devserver.demo_peer", "--pki", pki_dir,
+                                         "--https-port", str(https_port), "--echo-port", str(echo_port)], env)
+        app = stack.spawn("app", [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}",
+                                  "--threads", "8", "--access-logfile", "-", "main:app"], env)
+        wait_until_listening(https_port, peer, "The demo peer")
+        wait_until_listening(port, app, "The app")
+        base = f"http://127.0.0.1:{port}"
+        seed(base, token, pki_dir, https_port, echo_port)
+        print(f"""
+  dyncert is running: {base}/
+  Admin token:        {token}
+  Demo mTLS peer:     https://localhost:{https_port}/ (echo on port {echo_port})
+  Datastore emulator: {env['DATASTORE_EMULATOR_HOST']}
+  Logs:               local/*.log
+
+  Sign in at {base}/signin with the token, or:
+    curl -H 'Authorization: Bearer {token}' {base}/api/v1/identities
+  Ctrl-C stops everything.
+""", flush=True)
+        while all(p.poll() is None for _, p in stack.processes):
+            time.sleep(0.5)
+        print("A process exited; stopping (see local/*.log).", flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping ...", flush=True)
+        return 0
+    except (EmulatorMissing, RuntimeError) as e:
+        print(f"make run: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""dyncert: client certificates from memory for Python 3's ssl (exports filled in by the lead)."""

@@ -1,0 +1,355 @@
+"""SSLContext for a ClientIdentity loaded from memory (memfd, else a sealed temp file), with an LRU cache.
+
+Python 3's ssl loads a certificate and key only from a path (cpython issues #60691,
+#118557, #129216 are open). We hand OpenSSL a path that never holds a plaintext key:
+  tier 1: an anonymous memory file (`os.memfd_create`) opened as /proc/self/fd/N;
+  tier 2: a 0600 file in a fresh 0700 directory holding the key re-encrypted under a
+          one-time random password, unlinked as soon as OpenSSL has read it.
+"""
+
+import collections
+import hashlib
+import os
+import re
+import secrets
+import ssl
+import tempfile
+import threading
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .errors import InputError
+from .identity import parse_ca_bundle
+
+# Tests (or a platform without a usable /proc) switch tier 1 off.
+MEMFD_ENABLED = True
+
+TLS_VERSIONS = {None: None, "": None, "TLS": None,
+                "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
+_ACCEPTED = "TLS (negotiate, 1.2 or newer), TLSv1_2, TLSv1_3"
+_HASHED_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
+
+
+def set_memfd_enabled(enabled):
+    """Turn tier 1 (memfd) on or off; off forces the sealed temp file tier."""
+    global MEMFD_ENABLED
+    MEMFD_ENABLED = bool(enabled)
+
+
+def memfd_available():
+    """True when this interpreter has os.memfd_create and tier 1 is enabled."""
+    return MEMFD_ENABLED and hasattr(os, "memfd_create")
+
+
+def parse_tls_version(value):
+    """None/'TLS' -> None (negotiate, at least 1.2); 'TLSv1_2'/'TLSv1_3' or ssl.TLSVersion -> that version."""
+    if isinstance(value, ssl.TLSVersion):
+        if value in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            return value
+        value = value.name
+    if (value is None or isinstance(value, str)) and value in TLS_VERSIONS:
+        return TLS_VERSIONS[value]
+    shown = value if isinstance(value, str) and len(value) <= 40 else type(value).__name__
+    raise InputError("unsupported_tls_version", f"Expected a TLS version among {_ACCEPTED}, found {shown!r}.")
+
+
+# --- CA trust -----------------------------------------------------------------------------
+
+_trust_lock = threading.Lock()
+_configured_trust = None  # (cafile, capath) set by configure_default_trust
+_auto_trust = None        # resolved once from OpenSSL's paths / certifi
+
+
+def configure_default_trust(cafile=None, capath=None):
+    """Set the CA file and/or hashed directory used when a call gives no ca_certs; both None resets."""
+    global _configured_trust
+    for path, kind in ((cafile, os.path.isfile), (capath, os.path.isdir)):
+        if path is not None and not kind(path):
+            raise InputError("invalid_ca_certs", f"Expected an existing CA {'file' if kind is os.path.isfile else 'directory'}, "
+                             f"found nothing usable at {os.fspath(path)!r}.")
+    with _trust_lock:
+        _configured_trust = None if cafile is None and capath is None else (
+            cafile and os.fspath(cafile), capath and os.fspath(capath))
+
+
+def _has_hashed_certs(directory):
+    """True if `directory` holds OpenSSL's <hash>.N links (c_rehash / update-ca-certificates)."""
+    try:
+        with os.scandir(directory) as entries:
+            return any(_HASHED_NAME.match(e.name) for e in entries)
+    except OSError:
+        return False
+
+
+def _resolve_auto_trust():
+    """OpenSSL's hashed directory if present, else its CA file, else certifi's bundle.
+
+    The hashed directory is preferred: OpenSSL reads only the issuers it needs, at verify
+    time (~0.3 ms and ~20 KB per context), where a bundle file is parsed into every
+    context (~50 ms and ~0.75 MB each).
+    """
+    paths = ssl.get_default_verify_paths()
+    if paths.capath and _has_hashed_certs(paths.capath):
+        return (None, paths.capath, "openssl")
+    if paths.cafile and os.path.isfile(paths.cafile):
+        return (paths.cafile, None, "openssl")
+    try:
+        import certifi
+    except ImportError:
+        return (None, None, "none")
+    return (certifi.where(), None, "certifi")
+
+
+def _default_paths():
+    """(cafile, capath, source) of the default trust."""
+    global _auto_trust
+    with _trust_lock:
+        if _configured_trust is not None:
+            return _configured_trust + ("configured",)
+        if _auto_trust is None:
+            _auto_trust = _resolve_auto_trust()
+        return _auto_trust
+
+
+def default_trust():
+    """The default trust as a dict for status pages: {'cafile', 'capath', 'source'}."""
+    cafile, capath, source = _default_paths()
+    return {"cafile": cafile, "capath": capath, "source": source}
+
+
+def _is_pem(ca_certs):
+    """True for PEM text (str or bytes) rather than a path."""
+    if isinstance(ca_certs, str):
+        return "-----BEGIN" in ca_certs
+    return isinstance(ca_certs, (bytes, bytearray, memoryview)) and b"-----BEGIN" in bytes(ca_certs)
+
+
+def _load_locations(ctx, cafile=None, capath=None, cadata=None):
+    """load_verify_locations, its failures as invalid_ca_certs."""
+    try:
+        ctx.load_verify_locations(cafile=cafile, capath=capath, cadata=cadata)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise InputError("invalid_ca_certs", "Expected loadable CA certificates, found "
+                         f"{'PEM text' if cadata else repr(cafile or capath)} OpenSSL would not load.") from e
+
+
+def load_trust(ctx, ca_certs=None):
+    """Trust `ca_certs` (PEM text, a CA file or hashed directory path) or, when None, the default trust."""
+    if ca_certs is None:
+        cafile, capath, _ = _default_paths()
+        if cafile or capath:
+            _load_locations(ctx, cafile=cafile, capath=capath)
+        return
+    if _is_pem(ca_certs):
+        _load_locations(ctx, cadata=parse_ca_bundle(ca_certs).decode("ascii"))
+        return
+    if isinstance(ca_certs, (str, os.PathLike)):
+        path = os.fspath(ca_certs)
+        if os.path.isfile(path):
+            return _load_locations(ctx, cafile=path)
+        if os.path.isdir(path):
+            return _load_locations(ctx, capath=path)
+        raise InputError("invalid_ca_certs", f"Expected PEM CA certificates or an existing path, found {path!r}.")
+    raise InputError("invalid_ca_certs", f"Expected CA certificates as PEM text or a path, found {type(ca_certs).__name__}.")
+
+
+def _trust_key(ca_certs):
+    """Cache-key part for the trust: content hash of PEM, path string, or the current default."""
+    if ca_certs is None:
+        return ("default",) + _default_paths()
+    if _is_pem(ca_certs):
+        data = ca_certs.encode("utf-8") if isinstance(ca_certs, str) else bytes(ca_certs)
+        return ("pem", hashlib.sha256(data).hexdigest())
+    return ("path", os.fspath(ca_certs))
+
+
+# --- the identity ------------------------------------------------------------------------
+
+def _write_all(fd, data):
+    """os.write until everything is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _load_chain(ctx, path, password=None):
+    """load_cert_chain, its failures as input errors (they mean the identity was not validated)."""
+    try:
+        ctx.load_cert_chain(path, password=password)
+    except ssl.SSLError as e:
+        reason = getattr(e, "reason", None) or ""
+        # A key of another type than the certificate's lands in an empty slot: NO_CERTIFICATE_ASSIGNED.
+        if reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
+            raise InputError("key_mismatch", "OpenSSL found that the private key does not match the certificate.") from e
+        if reason in ("EE_KEY_TOO_SMALL", "CA_MD_TOO_WEAK", "CA_KEY_TOO_SMALL"):
+            raise InputError("invalid_certificate", f"OpenSSL refused the certificate chain ({reason.lower()}).") from e
+        raise InputError("invalid_key", f"OpenSSL could not load the certificate and key ({reason or 'unknown reason'}).") from e
+
+
+def _load_memfd(ctx, identity):
+    """Tier 1: write chain+key into an anonymous memory file and load it by its /proc path; False if unusable."""
+    try:
+        fd = os.memfd_create("dyncert", getattr(os, "MFD_CLOEXEC", 0))
+    except OSError:
+        return False  # e.g. seccomp-filtered, or an old kernel
+    try:
+        _write_all(fd, _pem_concat(identity.chain_pem, identity.key_pem))
+        try:
+            _load_chain(ctx, f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            return False  # no /proc mounted (some sandboxes): let tier 2 try
+        return True
+    finally:
+        os.close(fd)
+
+
+def _sealed_key(key_pem, password):
+    """The key re-encrypted under `password`, in the cheapest format OpenSSL reads.
+
+    RSA/EC: legacy PEM encryption (AES-256-CBC, one-pass MD5 key derivation). A weak KDF
+    costs nothing here because the password is 256 random bits, never reused; PKCS#8's
+    PBKDF2 would add a per-load cost for no gain. Ed25519/Ed448 have no legacy form: PKCS#8.
+    """
+    key = serialization.load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
+    encryption = serialization.BestAvailableEncryption(password)
+    if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, encryption)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def _load_tempfile(ctx, identity):
+    """Tier 2: a 0600 file in a fresh 0700 directory holding chain + key sealed under a one-time password."""
+    password = secrets.token_urlsafe(32).encode("ascii")  # 256 bits, ASCII so any password callback takes it
+    data = _pem_concat(identity.chain_pem, _sealed_key(identity.key_pem, password))
+    directory = tempfile.mkdtemp(prefix="dyncert-")  # mode 0700
+    path = os.path.join(directory, "identity.pem")
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        _load_chain(ctx, path, password=password)
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.rmdir(directory)
+
+
+def _pem_concat(chain_pem, key_pem):
+    """Chain then key, with a line break between."""
+    return chain_pem + (b"" if chain_pem.endswith(b"\n") else b"\n") + key_pem
+
+
+def load_identity(ctx, identity):
+    """Load identity's chain and key into ctx without a plaintext key on disk; returns 'memfd' or 'tempfile'."""
+    if memfd_available() and _load_memfd(ctx, identity):
+        return "memfd"
+    _load_tempfile(ctx, identity)
+    return "tempfile"
+
+
+def client_context(identity, ca_certs=None, tls_version=None):
+    """A new client SSLContext presenting `identity`, verifying the peer against `ca_certs`."""
+    version = parse_tls_version(tls_version)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS means nothing if the peer is not verified
+    ctx.check_hostname = True  # a valid certificate for another name is an impostor
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.0 and 1.1 are deprecated (RFC 8996)
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    load_trust(ctx, ca_certs)
+    load_identity(ctx, identity)
+    return ctx
+
+
+# --- cache -------------------------------------------------------------------------------
+
+def _env_maxsize():
+    """DYNCERT_CACHE_SIZE, default 256."""
+    raw = os.environ.get("DYNCERT_CACHE_SIZE", "").strip()
+    if not raw:
+        return 256
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"DYNCERT_CACHE_SIZE: expected a whole number, found {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"DYNCERT_CACHE_SIZE: expected 0 or more, found {value}")
+    return value
+
+
+class ContextCache:
+    """Thread-safe LRU of client contexts keyed by content (identity, trust, TLS version).
+
+    Cached contexts are shared between threads: treat them as read-only.
+    A rotated certificate or key has a new content_id, hence a new entry; the old one ages out.
+    """
+
+    def __init__(self, maxsize=None):
+        self.maxsize = _env_maxsize() if maxsize is None else int(maxsize)
+        self._lock = threading.Lock()
+        self._entries = collections.OrderedDict()
+        self.hits = self.misses = self.evictions = 0
+
+    def __len__(self):
+        with self._lock:
+            return len(self._entries)
+
+    def client_context(self, identity, ca_certs=None, tls_version=None):
+        """The cached context for these inputs, built (outside the lock) on a miss."""
+        version = parse_tls_version(tls_version)
+        key = (identity.content_id, _trust_key(ca_certs), version)
+        with self._lock:
+            ctx = self._entries.get(key)
+            if ctx is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return ctx
+            self.misses += 1
+        ctx = client_context(identity, ca_certs, version)
+        with self._lock:
+            existing = self._entries.get(key)
+            if existing is not None:  # another thread built it meanwhile: everyone shares one
+                self._entries.move_to_end(key)
+                return existing
+            if self.maxsize > 0:
+                self._entries[key] = ctx
+                while len(self._entries) > self.maxsize:
+                    self._entries.popitem(last=False)
+                    self.evictions += 1
+        return ctx
+
+    def stats(self):
+        """Counters and size, for status pages."""
+        with self._lock:
+            return {"size": len(self._entries), "maxsize": self.maxsize,
+                    "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+
+    def clear(self):
+        """Drop every entry and reset the counters."""
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = self.evictions = 0
+
+
+_default_cache = None
+_default_cache_lock = threading.Lock()
+
+
+def default_cache():
+    """The module-wide cache (created on first use, sized by DYNCERT_CACHE_SIZE)."""
+    global _default_cache
+    with _default_cache_lock:
+        if _default_cache is None:
+            _default_cache = ContextCache()
+        return _default_cache
+
+
+def cached_client_context(identity, ca_certs=None, tls_version=None, cache=None):
+    """client_context through `cache` (default: the module-wide cache)."""
+    return (cache if cache is not None else default_cache()).client_context(identity, ca_certs, tls_version)

@@ -1,0 +1,51 @@
+"""One error family with stable codes (the codes of API.md)."""
+
+# Codes for credentials and settings the caller gave us (HTTP 400 in the app).
+INPUT_CODES = frozenset({
+    "invalid_certificate", "invalid_key", "key_mismatch", "wrong_password",
+    "certificate_expired", "certificate_not_yet_valid", "invalid_ca_certs",
+    "invalid_pkcs12", "unsupported_tls_version", "invalid_target",
+    "target_not_allowed", "invalid_request",
+})
+
+# Codes for failures of the remote side (HTTP 502, or 504 for timeout).
+REMOTE_CODES = frozenset({
+    "unknown_ca", "hostname_mismatch", "peer_rejected_certificate",
+    "protocol_version", "handshake_failed", "connection_refused",
+    "dns_failure", "connection_reset", "timeout",
+})
+
+
+class DyncertError(Exception):
+    """Base of every dyncert error: a stable `code` and a human `message`."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class InputError(DyncertError, ValueError):
+    """Credentials, CA bundle, TLS version or target that cannot be used."""
+
+    def __init__(self, code, message):
+        assert code in INPUT_CODES, code
+        super().__init__(code, message)
+
+
+class RemoteError(DyncertError):
+    """The peer or the network failed: refused, reset, rejected, timed out."""
+
+    def __init__(self, code, message):
+        assert code in REMOTE_CODES, code
+        super().__init__(code, message)
+
+
+class CertificateError(RemoteError, ValueError):
+    """Hostname mismatch from `match_hostname`, like the removed `ssl.CertificateError`."""
+
+    def __init__(self, message):
+        super().__init__("hostname_mismatch", message)

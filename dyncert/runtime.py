@@ -1,0 +1,22 @@
+"""Facts about this interpreter's TLS stack, for status pages."""
+
+import platform
+import ssl
+
+# Versions dyncert will negotiate: RFC 8996 deprecates TLS 1.0 and 1.1.
+SUPPORTED = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+
+
+def tls_versions():
+    """TLS versions this OpenSSL build offers among those dyncert allows."""
+    flags = {ssl.TLSVersion.TLSv1_2: ssl.HAS_TLSv1_2, ssl.TLSVersion.TLSv1_3: ssl.HAS_TLSv1_3}
+    return [v.name for v in SUPPORTED if flags[v]]
+
+
+def facts():
+    """Python version, OpenSSL version and TLS versions, as plain values."""
+    return {
+        "python": platform.python_version(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "tls_versions": tls_versions(),
+    }

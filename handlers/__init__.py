@@ -1,0 +1,1 @@
+"""Thin webapp2 handlers: pages, JSON API, auth and CSRF."""

@@ -1,0 +1,393 @@
+"""Admin pages: list, upload, detail, delete and test calls for stored identities."""
+
+import base64
+import datetime
+import re
+import urllib.parse
+
+import models
+import outbound
+from dyncert.errors import InputError, RemoteError
+from handlers.base import ApiError, PageHandler
+from handlers.calls import METHODS, echo_param, request_params
+
+UTC = datetime.timezone.utc
+WARN_DAYS = 30  # an identity this close to expiry is flagged on the list
+MAX_FORM_BYTES = 512 * 1024  # the API's 256 KiB, plus multipart overhead and a CA file
+TLS_VERSIONS = (("TLS", "TLS 1.2 or 1.3 (default)"), ("TLSv1_2", "TLS 1.2 only"), ("TLSv1_3", "TLS 1.3 only"))
+
+# Which form field an upload error belongs beside.
+FIELD_OF_CODE = {
+    "invalid_certificate": "cert", "certificate_expired": "cert",
+    "certificate_not_yet_valid": "cert", "key_mismatch": "cert",
+    "invalid_key": "key", "wrong_password": "key",
+    "invalid_pkcs12": "pkcs12", "invalid_ca_certs": "ca_certs",
+    "invalid_target": "host", "target_not_allowed": "host",
+    "unsupported_tls_version": "tls_version",
+}
+
+# Plain-language explanation and what to check, per failure code of a test call.
+EXPLANATIONS = {
+    "unknown_ca": (
+        "The server's certificate does not chain to a CA this identity trusts.",
+        "The server's certificate does not chain to the CA bundle stored for this identity — check "
+        "ca_certs (upload the CA that issued the server's certificate, with any intermediates the "
+        "server does not send)."),
+    "hostname_mismatch": (
+        "The server's certificate is valid but not issued for the name we asked for.",
+        "Check the SNI name (server_hostname): it must match a DNS or IP entry in the server "
+        "certificate's subjectAltName. Connecting by IP address usually needs the DNS name here."),
+    "peer_rejected_certificate": (
+        "The server refused the client certificate this identity presented.",
+        "Check that the server trusts the CA that issued this client certificate, that the full "
+        "chain (leaf + intermediates) was uploaded, and that the certificate is not revoked or "
+        "expired in the server's view."),
+    "protocol_version": (
+        "The server and this app share no TLS version.",
+        "Check the TLS version setting of this identity (TLS, TLSv1_2, TLSv1_3) against what the "
+        "server supports; TLS 1.0 and 1.1 are never offered."),
+    "handshake_failed": (
+        "The TLS handshake failed for a reason other than the usual ones.",
+        "Check that the port speaks TLS (not plain HTTP), that a cipher suite is shared, and read "
+        "the message above for OpenSSL's reason."),
+    "connection_refused": (
+        "Nothing accepted the TCP connection at the stored host and port.",
+        "Check the host and port of this identity and that the server is running and reachable "
+        "from App Engine (firewall, Serverless VPC Access for private addresses)."),
+    "dns_failure": (
+        "The host name could not be resolved.",
+        "Check the spelling of the host; private names need Serverless VPC Access or a public "
+        "DNS record."),
+    "connection_reset": (
+        "The server closed the connection abruptly.",
+        "Servers often reset instead of sending an alert when they reject a client certificate "
+        "or a TLS version: check both, then the server's own log."),
+    "timeout": (
+        "The server did not answer in time.",
+        "Check that the host and port are right and reachable (a firewall that drops packets "
+        "shows up as a timeout), and that the server answers the request or echo line."),
+    "target_not_allowed": (
+        "This app refuses to connect to the stored target.",
+        "Link-local and metadata-server addresses are always refused; when ALLOWED_TARGETS is "
+        "set, the host:port must match one of its patterns."),
+    "invalid_target": (
+        "The stored target is not a valid host and port.",
+        "Replace the identity with a corrected host, port and SNI name."),
+    "invalid_request": (
+        "The test request was not valid.",
+        "Check the method, that the path starts with '/', and that each header line is "
+        "'Name: value'."),
+}
+
+PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S)
+FIELD_NAME = re.compile(r"'(\w+)'")
+
+
+def detail_url(employee, address):
+    """The detail page of one identity."""
+    return f"/admin/employees/{urllib.parse.quote(str(employee), safe='')}/addresses/{address}"
+
+
+def without_private_keys(text):
+    """`text` with every private key PEM block removed, so a form never echoes one back."""
+    return PRIVATE_KEY_BLOCK.sub("", text or "").strip()
+
+
+def expiry(not_before, not_after, now=None):
+    """Validity status of a certificate: state, label and percent of its window elapsed (5% steps)."""
+    now = now or datetime.datetime.now(UTC)
+    total = (not_after - not_before).total_seconds()
+    elapsed = (now - not_before).total_seconds()
+    fraction = min(1.0, max(0.0, elapsed / total)) if total > 0 else 1.0
+    percent = int(round(fraction * 20)) * 5
+    remaining = not_after - now
+    if remaining.total_seconds() <= 0:
+        days = (-remaining).days
+        label, state = "expired", "expired"
+        detail = "expired today" if days == 0 else f"expired {days} day{'s' if days != 1 else ''} ago"
+    elif elapsed < 0:
+        label, state, detail = "not yet valid", "future", f"valid from {models.rfc3339(not_before)}"
+    elif remaining <= datetime.timedelta(days=WARN_DAYS):
+        days = remaining.days
+        label = "expires today" if days == 0 else f"expires in {days} day{'s' if days != 1 else ''}"
+        state, detail = "expiring", f"until {models.rfc3339(not_after)}"
+    else:
+        label, state, detail = "valid", "valid", f"until {models.rfc3339(not_after)}"
+    return {"state": state, "label": label, "detail": detail, "percent": percent}
+
+
+def row(entity, now=None):
+    """The public view of an entity with its expiry status and page URL."""
+    view = models.public_view(entity)
+    view["expiry"] = expiry(entity.not_before, entity.not_after, now)
+    view["url"] = detail_url(view["employee"], view["address"])
+    return view
+
+
+class AdminHandler(PageHandler):
+    """A page of the admin area: a missing identity is a 404 page, a broken key a 500 page."""
+
+    def dispatch(self):
+        try:
+            return super().dispatch()
+        except models.NotFound as e:
+            return self.error_response(404, "not_found", str(e))
+        except models.sealing.UnsealError as e:
+            return self.error_response(500, "key_unavailable", str(e))
+        except models.sealing.SealingUnavailable as e:
+            return self.error_response(503, "sealing_unavailable", str(e))
+
+
+class List(AdminHandler):
+    """GET /admin: every identity with its target and expiry."""
+
+    def get(self):
+        now = datetime.datetime.now(UTC)
+        deleted = self.request.get("deleted")
+        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}/[0-9]{1,16}", deleted):
+            deleted = None
+        self.render("admin/list.html", identities=[row(e, now) for e in models.list_entities()],
+                    deleted=deleted, warn_days=WARN_DAYS)
+
+
+def _text(post, name):
+    """A text field of the form ('' when absent or when a file came instead)."""
+    value = post.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+def _file(post, name):
+    """The bytes of an uploaded file field, or None when no file was chosen."""
+    value = post.get(name)
+    if value is None or isinstance(value, str) or not getattr(value, "filename", ""):
+        return None
+    data = value.file.read()
+    return data or None
+
+
+def _pem_text(data, code, what):
+    """Uploaded PEM bytes as text, or an InputError with `code`."""
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise InputError(code, f"The {what} file is not a PEM text file (convert DER with "
+                               f"'openssl x509 -inform der' or upload PKCS#12 instead).") from None
+
+
+def upload_form(post):
+    """Read the upload form into (employee, address, API body, pkcs12 used?, values to show again)."""
+    employee = _text(post, "employee").strip()
+    address = _text(post, "address").strip()
+    cert = _text(post, "cert")
+    key = _text(post, "key")
+    ca_certs = _text(post, "ca_certs")
+    host = _text(post, "host").strip()
+    port = _text(post, "port").strip() or "443"
+    server_hostname = _text(post, "server_hostname").strip()
+    tls_version = _text(post, "tls_version").strip() or "TLS"
+    shown = dict(employee=employee, address=address, cert=without_private_keys(cert),
+                 ca_certs=without_private_keys(ca_certs), host=host, port=port,
+                 server_hostname=server_hostname, tls_version=tls_version)
+    cert_file, key_file = _file(post, "certfile"), _file(post, "keyfile")
+    ca_file, pkcs12_file = _file(post, "cafile"), _file(post, "pkcs12file")
+    body = {"key_password": _text(post, "key_password") or None,
+            "pkcs12_password": _text(post, "pkcs12_password") or None,
+            "host": host, "server_hostname": server_hostname or None, "tls_version": tls_version}
+    errors = []
+    try:
+        if cert_file:
+            cert = _pem_text(cert_file, "invalid_certificate", "certificate")
+            shown["cert"] = without_private_keys(cert)
+        if key_file:
+            key = _pem_text(key_file, "invalid_key", "key")
+        if ca_file:
+            ca_certs = _pem_text(ca_file, "invalid_ca_certs", "CA bundle")
+            shown["ca_certs"] = without_private_keys(ca_certs)
+    except InputError as e:
+        errors.append(e)
+    if pkcs12_file:
+        if cert.strip() or key.strip():
+            errors.append(InputError("invalid_request", "Give a certificate and key, or a PKCS#12 file "
+                                                        "('pkcs12'), not both."))
+        body["pkcs12"] = base64.b64encode(pkcs12_file).decode()
+    else:
+        body.update(cert=cert or None, key=key or None)
+    body["ca_certs"] = ca_certs or None
+    if port.isdigit() and len(port) <= 5:
+        body["port"] = int(port)
+    else:
+        errors.append(InputError("invalid_request", "The field 'port' must be a number from 1 to 65535."))
+    if not address.isdigit():
+        errors.append(InputError("invalid_request", "The address id must be an integer from 1 to 2^53."))
+    return employee, address, body, bool(pkcs12_file), shown, errors
+
+
+def field_for(error, pkcs12_used):
+    """The form field an InputError is shown beside ('general' when none fits)."""
+    if error.code == "invalid_request":
+        message = error.message.lower()
+        for name in ("employee", "address"):
+            if f"{name} id" in message:
+                return name
+        match = FIELD_NAME.search(error.message)
+        if match and match.group(1) in ("cert", "key", "pkcs12", "host", "port", "server_hostname",
+                                        "tls_version", "ca_certs"):
+            return match.group(1)
+        return "general"
+    if error.code in ("invalid_key", "wrong_password") and pkcs12_used:
+        return "pkcs12"
+    if error.code == "invalid_target" and "port" in error.message.lower() and "host" not in error.message.lower():
+        return "port"
+    return FIELD_OF_CODE.get(error.code, "general")
+
+
+class New(AdminHandler):
+    """GET and POST /admin/new: the upload form (also used to replace an identity)."""
+
+    def get(self):
+        query = self.request.GET
+        shown = dict(employee=query.get("employee", ""), address=query.get("address", ""), cert="",
+                     ca_certs="", host=query.get("host", ""), port=query.get("port", "") or "443",
+                     server_hostname=query.get("server_hostname", ""),
+                     tls_version=query.get("tls_version", "TLS"))
+        replacing = self._existing(shown["employee"], shown["address"])
+        if replacing is not None and replacing.ca_certs:
+            shown["ca_certs"] = replacing.ca_certs  # public; keeps the trust when only the cert rotates
+        self.show_form(shown, {}, replacing)
+
+    def post(self):
+        self.check_csrf()
+        if (self.request.content_length or 0) > MAX_FORM_BYTES:
+            raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
+        employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST)
+        if not errors:
+            try:
+                _, created = models.put_identity(employee, address, body, self.settings)
+            except InputError as e:
+                errors.append(e)
+        if errors:
+            self.response.status_int = 400
+            messages = {}
+            for error in errors:
+                messages.setdefault(field_for(error, pkcs12_used), error.message)
+            return self.show_form(shown, messages, self._existing(employee, address))
+        self.redirect(detail_url(employee, int(address)) + ("?saved=created" if created else "?saved=replaced"),
+                      code=303)
+
+    def show_form(self, shown, errors, replacing):
+        self.render("admin/new.html", form=shown, errors=errors, replacing=replacing,
+                    tls_versions=TLS_VERSIONS)
+
+    @staticmethod
+    def _existing(employee, address):
+        """The entity being replaced, or None."""
+        if not employee or not address:
+            return None
+        try:
+            return models.get_entity(employee, address)
+        except (InputError, models.NotFound):
+            return None
+
+
+def request_form(post):
+    """The values of the request form, as typed."""
+    return {"method": _text(post, "method") or "GET", "path": _text(post, "path") or "/",
+            "headers": _text(post, "headers"), "body": _text(post, "body")}
+
+
+def parse_headers(text):
+    """'Name: value' lines into a dict (blank lines skipped)."""
+    headers = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise InputError("invalid_request", f"Header line {number} is not 'Name: value'.")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+class Detail(AdminHandler):
+    """GET the detail page of one identity; subclasses POST a test call and show its result."""
+
+    def get(self, employee, address):
+        self.show(employee, address)
+
+    def show(self, employee, address, result=None, request_values=None, echo_value=None):
+        entity = models.get_entity(employee, address)
+        identity = row(entity)
+        replace_query = urllib.parse.urlencode({
+            "employee": identity["employee"], "address": identity["address"], "host": identity["host"],
+            "port": identity["port"], "server_hostname": identity["server_hostname"] or "",
+            "tls_version": identity["tls_version"] or "TLS"})
+        self.render("admin/detail.html", identity=identity, chain_pem=entity.chain_pem,
+                    replace_url="/admin/new?" + replace_query, saved=self.request.GET.get("saved"),
+                    result=result, methods=METHODS,
+                    request_values=request_values or {"method": "GET", "path": "/", "headers": "", "body": ""},
+                    echo_value=echo_value if echo_value is not None else "hello")
+
+    def call(self, employee, address, kind, work, **form):
+        """Run one test call and re-render the page with its result (or failure)."""
+        self.check_csrf()
+        stored = models.load_identity(employee, address, self.settings)  # bad ids, NotFound: error pages
+        result = {"kind": kind}
+        try:
+            result["data"] = work(stored)
+        except RemoteError as e:
+            self.response.status_int = 504 if e.code == "timeout" else 502
+            result["error"] = self.failure(e)
+        except InputError as e:
+            self.response.status_int = 400
+            result["error"] = self.failure(e)
+        self.show(employee, address, result=result, **form)
+
+    @staticmethod
+    def failure(error):
+        what, check = EXPLANATIONS.get(error.code, ("The call failed.", "Read the message above."))
+        return {"code": error.code, "message": error.message, "what": what, "check": check}
+
+
+class Test(Detail):
+    """POST .../test: a handshake with the stored target."""
+
+    def post(self, employee, address):
+        self.call(employee, address, "handshake", lambda stored: outbound.handshake(stored, self.settings))
+
+
+class Request(Detail):
+    """POST .../request: one HTTPS request with the identity."""
+
+    def post(self, employee, address):
+        values = request_form(self.request.POST)
+
+        def work(stored):
+            method, path, headers, payload = request_params(dict(values, headers=parse_headers(values["headers"])))
+            return outbound.request(stored, self.settings, method, path, headers, payload)
+
+        self.call(employee, address, "request", work, request_values=values)
+
+
+class Echo(Detail):
+    """POST .../echo: one line over a raw TLS socket."""
+
+    def post(self, employee, address):
+        send = _text(self.request.POST, "send")
+
+        def work(stored):
+            return outbound.echo(stored, self.settings, echo_param({"send": (send or "") + "\n"}))
+
+        self.call(employee, address, "echo", work, echo_value=send)
+
+
+class Delete(AdminHandler):
+    """GET a confirmation page, POST to delete."""
+
+    def get(self, employee, address):
+        self.render("admin/delete.html", identity=row(models.get_entity(employee, address)))
+
+    def post(self, employee, address):
+        self.check_csrf()
+        models.delete_identity(employee, address)
+        self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)

@@ -1,0 +1,51 @@
+"""The JSON API of API.md: status and identities."""
+
+import models
+from handlers.base import ApiError, BaseHandler
+from handlers.pages import status_facts
+
+
+class ApiHandler(BaseHandler):
+    """JSON handler: NotFound becomes API.md's 404."""
+
+    def dispatch(self):
+        try:
+            return super().dispatch()
+        except models.NotFound as e:
+            return self.error_response(404, "not_found", str(e))
+        except models.sealing.UnsealError as e:
+            return self.error_response(500, "key_unavailable", str(e))
+
+
+class Status(ApiHandler):
+    """GET /api/v1/status: runtime facts."""
+
+    def get(self):
+        self.write_json(status_facts(self.settings))
+
+
+class Identities(ApiHandler):
+    """GET /api/v1/identities: every identity's public view."""
+
+    def get(self):
+        self.write_json({"identities": models.list_identities()})
+
+
+class Identity(ApiHandler):
+    """GET, PUT, DELETE one identity."""
+
+    def get(self, employee, address):
+        self.write_json(models.public_view(models.get_entity(employee, address)))
+
+    def put(self, employee, address):
+        body = self.json_body()
+        try:
+            view, created = models.put_identity(employee, address, body, self.settings)
+        except models.sealing.SealingUnavailable as e:
+            raise ApiError(503, "sealing_unavailable", str(e)) from None
+        self.write_json(view, 201 if created else 200)
+
+    def delete(self, employee, address):
+        models.delete_identity(employee, address)
+        self.response.status_int = 204
+        del self.response.headers["Content-Type"]  # a 204 has no body to describe

@@ -1,0 +1,136 @@
+"""Base handlers: security headers, auth gate, JSON and template responses."""
+
+import json
+import logging
+
+import webapp2
+
+from dyncert.errors import DyncertError, InputError, RemoteError
+from handlers import auth
+from handlers.templating import render
+
+log = logging.getLogger("dyncert.app")
+
+MAX_BODY_BYTES = 256 * 1024  # API.md: bodies over 256 KiB get 413 too_large
+
+SECURITY_HEADERS = {
+    # No inline script, no third-party origin, never framed: the pages handle private keys.
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                                "img-src 'self' data:; form-action 'self'; base-uri 'none'; "
+                                "frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+class ApiError(Exception):
+    """An error answered as API.md's JSON error shape."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def storage_error_types():
+    """Exception types that mean Datastore could not be reached."""
+    from google.api_core import exceptions as gexc
+    return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
+
+
+class BaseHandler(webapp2.RequestHandler):
+    """Common behaviour; subclasses set `public = True` to skip the admin gate."""
+
+    public = False
+
+    @property
+    def settings(self):
+        return self.app.config["settings"]
+
+    def dispatch(self):
+        self.response.headers.update(SECURITY_HEADERS)
+        self.principal, self.auth_method = auth.identify(self.request, self.settings)
+        if not self.public and self.principal is None:
+            return self.refuse(self.auth_method)
+        try:
+            return super().dispatch()
+        except ApiError as e:
+            return self.error_response(e.status, e.code, e.message)
+        except InputError as e:
+            return self.error_response(400, e.code, e.message)
+        except RemoteError as e:
+            return self.error_response(504 if e.code == "timeout" else 502, e.code, e.message)
+        except storage_error_types() as e:
+            log.warning("storage unavailable: %s", type(e).__name__)
+            self.response.headers["Retry-After"] = "5"
+            return self.error_response(503, "storage_unavailable",
+                                       "Datastore is not reachable right now; retry in a few seconds.")
+
+    def refuse(self, why):
+        """401/403 for anonymous or non-admin callers."""
+        if why == auth.FORBIDDEN:
+            return self.error_response(403, "forbidden", "This page is for administrators only.")
+        self.response.headers["WWW-Authenticate"] = 'Bearer realm="dyncert"'
+        return self.error_response(401, "unauthenticated", "Sign in as an administrator first.")
+
+    def error_response(self, status, code, message):
+        """API.md's error shape."""
+        self.write_json({"error": {"code": code, "message": message}}, status)
+
+    def write_json(self, data, status=200):
+        """Serialize `data` as the JSON response body."""
+        self.response.status_int = status
+        self.response.content_type = "application/json"
+        self.response.charset = "utf-8"
+        self.response.text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    def json_body(self):
+        """The request body parsed as a JSON object, or an ApiError."""
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+        if not self.request.body.strip():
+            return {}
+        try:
+            data = json.loads(self.request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ApiError(400, "invalid_json", f"The body is not valid UTF-8 JSON: {e}.") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+        return data
+
+
+class PageHandler(BaseHandler):
+    """A handler that renders HTML and sends anonymous visitors to sign in."""
+
+    def refuse(self, why):
+        if why == auth.FORBIDDEN:
+            self.response.status_int = 403
+            return self.render("forbidden.html")
+        return self.redirect("/signin?next=" + webapp2.quote(self.request.path_qs, safe=""))
+
+    def error_response(self, status, code, message):
+        self.response.status_int = status
+        self.render("error.html", code=code, message=message)
+
+    def csrf(self):
+        """The CSRF token for forms on this page (sets its cookie when new)."""
+        token = auth.csrf_token(self.request)
+        if auth.CSRF_COOKIE not in self.request.cookies:
+            self.response.set_cookie(auth.CSRF_COOKIE, token, httponly=True, samesite="strict",
+                                     secure=self.settings.secure_cookies, path="/")
+        return token
+
+    def check_csrf(self):
+        """Refuse a form post whose CSRF token does not match the browser's."""
+        if not auth.csrf_valid(self.request, self.request.POST.get("csrf_token")):
+            raise ApiError(403, "csrf_failed", "The form expired or came from another site; reload and retry.")
+
+    def render(self, template, **values):
+        """Render a Jinja2 template with the common values."""
+        values.setdefault("csrf_token", self.csrf())
+        values.setdefault("signed_in", self.principal is not None)
+        values.setdefault("principal", self.principal)
+        self.response.content_type = "text/html"
+        self.response.charset = "utf-8"
+        self.response.text = render(template, **values)

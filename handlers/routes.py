@@ -1,0 +1,60 @@
+"""Every route of the app, and the error pages webapp2 falls back to."""
+
+import json
+import logging
+
+import webapp2
+
+from handlers import admin, api, calls, cron, pages, static
+
+EMPLOYEE = r"<employee:[^/]+>"
+ADDRESS = r"<address:[^/]+>"
+IDENTITY = f"/api/v1/employees/{EMPLOYEE}/addresses/{ADDRESS}"
+ADMIN_IDENTITY = f"/admin/employees/{EMPLOYEE}/addresses/{ADDRESS}"
+
+ROUTES = [
+    webapp2.Route("/", pages.Home),
+    webapp2.Route("/healthz", pages.Healthz),
+    webapp2.Route(r"/static/<name:.+>", static.StaticFile),
+    webapp2.Route("/signin", pages.SignIn),
+    webapp2.Route("/signout", pages.SignOut),
+    webapp2.Route("/api/v1/status", api.Status),
+    webapp2.Route("/api/v1/identities", api.Identities),
+    webapp2.Route(IDENTITY, api.Identity),
+    webapp2.Route(IDENTITY + "/handshake", calls.Handshake),
+    webapp2.Route(IDENTITY + "/request", calls.Request),
+    webapp2.Route(IDENTITY + "/echo", calls.Echo),
+    webapp2.Route("/cron/expiry", cron.Expiry),
+    webapp2.Route("/admin", admin.List),
+    webapp2.Route("/admin/new", admin.New),
+    webapp2.Route(ADMIN_IDENTITY, admin.Detail),
+    webapp2.Route(ADMIN_IDENTITY + "/delete", admin.Delete),
+    webapp2.Route(ADMIN_IDENTITY + "/test", admin.Test),
+    webapp2.Route(ADMIN_IDENTITY + "/request", admin.Request),
+    webapp2.Route(ADMIN_IDENTITY + "/echo", admin.Echo),
+]
+
+PUBLIC_PATHS = ("/", "/healthz", "/signin", "/static/")
+
+
+def _json_error(response, status, code, message):
+    response.set_status(status)
+    response.content_type = "application/json"
+    response.text = json.dumps({"error": {"code": code, "message": message}}) + "\n"
+
+
+def not_found(request, response, exception):
+    """404 for unknown paths, as JSON (no page reveals what routes exist to anonymous callers)."""
+    _json_error(response, 404, "not_found", "There is nothing at this address.")
+
+
+def method_not_allowed(request, response, exception):
+    """405 as JSON."""
+    _json_error(response, 405, "method_not_allowed", f"{request.method} is not allowed here.")
+
+
+def server_error(request, response, exception):
+    """500 without a stack trace; the trace goes to the log only."""
+    logging.getLogger("dyncert.app").error("unhandled %s on %s %s", type(exception).__name__,
+                                           request.method, request.path, exc_info=exception)
+    _json_error(response, 500, "internal_error", "Something went wrong on our side.")

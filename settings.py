@@ -1,0 +1,58 @@
+"""Application settings read once from the environment."""
+
+import os
+import secrets
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(value, default=False):
+    """Read a boolean environment value ("1", "true", "yes" are true)."""
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app reads from its environment, resolved once."""
+
+    admin_token: str = ""
+    session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    on_app_engine: bool = False
+    https_verify: bool = True
+    ca_file: str | None = None
+    allowed_targets: str = ""
+    kms_key_name: str = ""
+    local_kek_file: str = os.path.join(HERE, "local", "kek.bin")
+    allow_local_kek_on_app_engine: bool = False
+    secure_cookies: bool = False
+    connect_timeout: float = 5.0
+    io_timeout: float = 10.0
+
+
+def from_environ(environ=None, **overrides):
+    """Build Settings from `environ` (default os.environ), then apply overrides."""
+    env = os.environ if environ is None else environ
+    on_gae = env.get("GAE_ENV", "") == "standard"
+    values = dict(
+        admin_token=env.get("ADMIN_TOKEN", ""),
+        on_app_engine=on_gae,
+        # PEP 493: PYTHONHTTPSVERIFY=0 turns off verification of server-only fetches.
+        https_verify=env.get("PYTHONHTTPSVERIFY", "1") != "0",
+        ca_file=env.get("CA_FILE") or None,
+        allowed_targets=env.get("ALLOWED_TARGETS", ""),
+        kms_key_name=env.get("KMS_KEY_NAME", ""),
+        local_kek_file=env.get("LOCAL_KEK_FILE") or os.path.join(HERE, "local", "kek.bin"),
+        allow_local_kek_on_app_engine=_flag(env.get("ALLOW_LOCAL_KEK")),
+        # App Engine serves over HTTPS, so its cookies must never travel in clear.
+        secure_cookies=on_gae or _flag(env.get("SECURE_COOKIES")),
+        connect_timeout=float(env.get("CONNECT_TIMEOUT", "5")),
+        io_timeout=float(env.get("IO_TIMEOUT", "10")),
+    )
+    secret = env.get("SESSION_SECRET")
+    if secret:
+        values["session_secret"] = secret.encode()
+    values.update(overrides)
+    return Settings(**values)

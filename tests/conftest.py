@@ -1,0 +1,101 @@
+"""Shared fixtures: the Datastore emulator, settings, the app and its clients."""
+
+import os
+
+import pytest
+import webtest
+from google.cloud import ndb
+
+import main
+import settings as settings_module
+from devserver.emulator import Emulator
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "artifacts")
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    """One in-memory Datastore emulator for the whole run, stopped at the end."""
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    emu = Emulator(log_path=os.path.join(ARTIFACTS, "emulator.log")).start()
+    saved = {k: os.environ.get(k) for k in emu.environ()}
+    os.environ.update(emu.environ())
+    yield emu
+    emu.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def datastore(emulator):
+    """The emulator, emptied before the test (its POST /reset)."""
+    emulator.reset()
+    return emulator
+
+
+@pytest.fixture
+def ndb_context(datastore):
+    """An ndb context for tests that call models directly."""
+    with ndb.Client().context(cache_policy=False, global_cache_policy=False) as context:
+        yield context
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Test settings: a known admin token and a KEK file of the test's own."""
+    return settings_module.from_environ({}, admin_token=ADMIN_TOKEN,
+                                        local_kek_file=str(tmp_path / "kek.bin"))
+
+
+@pytest.fixture
+def app(datastore, settings):
+    """The WSGI app as gunicorn would run it, on the emptied emulator."""
+    return main.create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    """An anonymous client."""
+    return webtest.TestApp(app)
+
+
+@pytest.fixture
+def admin(app):
+    """A client that sends the admin token."""
+    return webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}"})
+
+
+@pytest.fixture(scope="session")
+def demo_pki(tmp_path_factory):
+    """The demo PKI of `make run` (CA, peer chain, client chain with an intermediate), made once."""
+    from devserver import demo_pki as pki
+    return pki.generate(str(tmp_path_factory.mktemp("demo-pki")))
+
+
+def read(directory, name):
+    """Text of a file in a PKI directory."""
+    with open(os.path.join(directory, name)) as f:
+        return f.read()
+
+
+@pytest.fixture
+def upload(demo_pki):
+    """A valid PUT body for the demo client identity (target: a documentation address)."""
+    return {"cert": read(demo_pki, "client-chain.pem"), "key": read(demo_pki, "client-key.pem"),
+            "ca_certs": read(demo_pki, "ca.pem"), "host": "peer.example.com", "port": 8443}
+
+
+@pytest.fixture(scope="session")
+def demo_peer(demo_pki):
+    """The demo mTLS peer of `make run` on free loopback ports: (https_port, echo_port)."""
+    from devserver import demo_peer as peer
+    from devserver.emulator import free_port
+    servers = peer.serve(demo_pki, free_port(), free_port())
+    yield tuple(s.server_address[1] for s in servers)
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,119 @@
+"""Test PKI made at run time with trustme (never committed): CAs, server and client certificates.
+
+Values named `*_pem` are bytes. Server files on disk are fine here: they are made by the
+test run, for loopback peers only. Client keys stay in memory (what dyncert is for).
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import os
+import ssl
+
+import trustme
+from cryptography import x509
+
+RSA = trustme.KeyType.RSA
+EC = trustme.KeyType.ECDSA
+SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclasses.dataclass
+class Credentials:
+    """A certificate chain (leaf first) and its unencrypted PKCS#8 key, as PEM bytes."""
+
+    cert_pem: bytes
+    key_pem: bytes = dataclasses.field(repr=False)
+    leaf: trustme.LeafCert = dataclasses.field(repr=False)
+
+    @property
+    def leaf_pem(self):
+        """The leaf certificate alone."""
+        return self.leaf.cert_chain_pems[0].bytes()
+
+    @property
+    def fingerprint_sha256(self):
+        """sha256 hex of the leaf DER (what a peer reports)."""
+        return fingerprint(self.leaf_pem)
+
+    @property
+    def combined_pem(self):
+        """Chain followed by key in one PEM (the `certfile` with no `keyfile` form)."""
+        return self.cert_pem + self.key_pem
+
+
+def _credentials(leaf):
+    return Credentials(b"".join(p.bytes() for p in leaf.cert_chain_pems), leaf.private_key_pem.bytes(), leaf)
+
+
+def fingerprint(cert_pem):
+    """sha256 hex of the DER of the first certificate in `cert_pem`."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem.decode("ascii") if isinstance(cert_pem, bytes)
+                                                   else cert_pem)).hexdigest()
+
+
+@dataclasses.dataclass
+class PKI:
+    """A root CA with an intermediate for clients (as in real PKIs), and the root's PEM."""
+
+    root: trustme.CA
+    clients_ca: trustme.CA
+
+    @property
+    def ca_pem(self):
+        """The root certificate: what both sides trust."""
+        return self.root.cert_pem.bytes()
+
+
+def make_pki(name="dyncert test", key_type=EC):
+    """A root CA and a client intermediate under it."""
+    root = trustme.CA(organization_name=name, key_type=key_type)
+    return PKI(root, root.create_child_ca(key_type=key_type))
+
+
+def server_cert(ca, *names, key_type=EC, not_before=None, not_after=None):
+    """Server credentials for `names` (default localhost, 127.0.0.1, ::1) issued by `ca` (a trustme.CA)."""
+    return _credentials(ca.issue_cert(*(names or SERVER_NAMES), common_name=(names or SERVER_NAMES)[0],
+                                      key_type=key_type, not_before=not_before, not_after=not_after))
+
+
+def client_cert(ca, name="client", key_type=EC, not_before=None, not_after=None):
+    """Client credentials (CN=name, SAN email name@example.com) issued by `ca`; chain includes intermediates."""
+    return _credentials(ca.issue_cert(f"{name}@example.com", common_name=name, organization_name="dyncert test",
+                                      key_type=key_type, not_before=not_before, not_after=not_after))
+
+
+def expired(ca, maker=client_cert, *args, **kwargs):
+    """Credentials from `maker` that expired a day ago."""
+    now = _now()
+    return maker(ca, *args, not_before=now - datetime.timedelta(days=30),
+                 not_after=now - datetime.timedelta(days=1), **kwargs)
+
+
+def write_files(directory, creds, stem="server"):
+    """Write `<stem>.pem` (chain) and `<stem>-key.pem` (0600) into `directory`; return both paths."""
+    cert_path = os.path.join(directory, f"{stem}.pem")
+    key_path = os.path.join(directory, f"{stem}-key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(creds.cert_pem)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(creds.key_pem)
+    return cert_path, key_path
+
+
+def write_pem(directory, name, pem):
+    """Write public PEM (a CA bundle) to `directory/name`; return the path."""
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(pem)
+    return path
+
+
+def subject(cert_pem):
+    """RFC 4514 subject of the first certificate in `cert_pem`."""
+    return x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string()

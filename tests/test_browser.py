@@ -1,0 +1,195 @@
+"""The admin pages in a real browser: Debian chromium via Playwright, the app under gunicorn."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from conftest import ADMIN_TOKEN, ARTIFACTS, read
+from devserver.emulator import free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHOTS = os.path.join(ARTIFACTS, "screenshots")
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def live_server(emulator, tmp_path_factory):
+    """The app under gunicorn on a free loopback port, against the test emulator."""
+    port = free_port()
+    logs = tmp_path_factory.mktemp("gunicorn")
+    env = dict(os.environ, **emulator.environ(), ADMIN_TOKEN=ADMIN_TOKEN, PYTHONUNBUFFERED="1",
+               LOCAL_KEK_FILE=str(logs / "kek.bin"))
+    log = open(os.path.join(ARTIFACTS, "browser-gunicorn.log"), "wb")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--workers", "1",
+                                "--threads", "4", "main:app"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                if response.read() == b"ok":
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log.close()
+                pytest.fail("gunicorn did not start (see artifacts/browser-gunicorn.log)")
+            time.sleep(0.1)
+    yield base
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+            "--disable-gpu", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server, datastore):
+    """A desktop-sized page on an emptied Datastore; fails the test on any console error (CSP included)."""
+    os.makedirs(SHOTS, exist_ok=True)
+    context = browser.new_context(viewport=DESKTOP, base_url=live_server)
+    page = context.new_page()
+    errors = []
+    # 400/502 pages are expected here; a refused inline script or style (CSP) or a missing asset is not.
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error"
+            and not m.text.startswith("Failed to load resource: the server responded with a status") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+            if r.request.resource_type != "document" and r.status >= 400 else None)
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+def shot(page, name, full_page=True):
+    page.screenshot(path=os.path.join(SHOTS, name), full_page=full_page)
+
+
+def sign_in(page):
+    page.goto("/admin")
+    assert "/signin" in page.url
+    page.fill("#token", ADMIN_TOKEN)
+    shot(page, "01-signin.png")
+    page.click("main button[type=submit]")
+    page.wait_for_url("**/admin")
+
+
+def test_sign_in_upload_test_and_delete(page, demo_pki, demo_peer):
+    https_port, _ = demo_peer
+    chain, key, ca = read(demo_pki, "client-chain.pem"), read(demo_pki, "client-key.pem"), read(demo_pki, "ca.pem")
+    expected = x509.load_pem_x509_certificate(chain.encode()).fingerprint(hashes.SHA256()).hex()
+
+    sign_in(page)
+    assert "No identities stored yet" in page.inner_text("main")
+    shot(page, "02-list-empty.png")
+
+    page.click("#upload")
+    page.wait_for_url("**/admin/new")
+    page.fill("#employee", "asalieri")
+    page.fill("#address", "1")
+    page.fill("#cert", chain)
+    page.fill("#key", trustme.CA().issue_cert("x@example.com").private_key_pem.bytes().decode())
+    page.fill("#ca_certs", ca)
+    page.fill("#host", "127.0.0.1")
+    page.fill("#port", str(https_port))
+    page.fill("#server_hostname", "localhost")
+    page.select_option("#tls_version", "TLS")
+    shot(page, "03-upload-form.png")
+    page.click("#save")
+    # The wrong key: the error sits beside the certificate, typed values stay, the key does not.
+    error = page.locator("#error-cert")
+    assert error.is_visible() and "key" in error.inner_text().lower()
+    assert page.input_value("#host") == "127.0.0.1" and page.input_value("#cert").strip() == chain.strip()
+    assert page.input_value("#key") == ""
+    shot(page, "04-upload-error.png")
+
+    page.fill("#key", key)
+    page.click("#save")
+    page.wait_for_url("**/admin/employees/asalieri/addresses/1?saved=created")
+    assert page.get_attribute("#fingerprint code", "data-fingerprint") == expected
+    shot(page, "05-detail.png")
+
+    page.click("#test-handshake")
+    page.wait_for_selector("#result")
+    assert "Handshake succeeded" in page.inner_text("#result")
+    assert page.get_attribute("#result code.fp", "data-fingerprint") == expected
+    page.locator("#result").scroll_into_view_if_needed()
+    shot(page, "06-handshake.png")
+
+    page.select_option("#method", "GET")
+    page.fill("#path", "/whoami")
+    page.click("#test-request")
+    page.wait_for_selector("#result-status")
+    assert page.inner_text("#result-status") == "200" and expected in page.inner_text("#result-body")
+    shot(page, "07-request.png")
+
+    page.goto("/admin")
+    row = page.locator("tr.identity")
+    assert row.count() == 1
+    assert row.locator("code.fp").get_attribute("data-fingerprint") == expected
+    assert "valid" in row.locator(".status").inner_text()
+    assert f"127.0.0.1:{https_port}" in row.inner_text()
+    shot(page, "08-list-desktop.png")
+    page.set_viewport_size(PHONE)
+    shot(page, "09-list-phone.png")
+    page.click("tr.identity a")
+    shot(page, "10-detail-phone.png")
+    page.set_viewport_size(DESKTOP)
+
+    page.click("#delete")
+    page.wait_for_url("**/delete")
+    shot(page, "11-delete-confirm.png")
+    page.click("#confirm-delete")
+    page.wait_for_url("**/admin?deleted=*")
+    assert "Deleted" in page.inner_text("main") and "No identities stored yet" in page.inner_text("main")
+    shot(page, "12-after-delete.png")
+
+
+def test_failed_call_explains_what_to_check(page, demo_pki, demo_peer):
+    https_port, _ = demo_peer
+    sign_in(page)
+    page.goto("/admin/new")
+    page.fill("#employee", "asalieri")
+    page.fill("#address", "2")
+    page.fill("#cert", read(demo_pki, "client-chain.pem"))
+    page.fill("#key", read(demo_pki, "client-key.pem"))
+    page.fill("#ca_certs", trustme.CA().cert_pem.bytes().decode())  # not the CA of the demo peer
+    page.fill("#host", "127.0.0.1")
+    page.fill("#port", str(https_port))
+    page.fill("#server_hostname", "localhost")
+    page.click("#save")
+    page.wait_for_url("**/addresses/2?saved=created")
+    page.click("#test-handshake")
+    page.wait_for_selector("#result-code")
+    assert page.inner_text("#result-code") == "unknown_ca"
+    assert "check ca_certs" in page.inner_text("#result")
+    page.locator("#result").scroll_into_view_if_needed()
+    shot(page, "13-handshake-unknown-ca.png")
