@@ -203,7 +203,7 @@ def load_identity(employee, address, settings):
                              entity.sealed_key, seal_context(entity.key))
     identity = ClientIdentity.from_trusted_pem(entity.chain_pem.encode(), key_pem)
     target = targets.Target(entity.host, entity.port, entity.server_hostname)
-    ca = entity.ca_certs.encode() if entity.ca_certs else default_ca_file(settings)
+    ca = entity.ca_certs.encode() if entity.ca_certs else settings.ca_file  # None: dyncert's default trust
     return StoredIdentity(employee, int(address), identity, target, ca, entity.tls_version or "TLS")
 
 
@@ -233,11 +233,6 @@ def delete_identity(employee, address):
         key.delete()
 
     remove()
-
-
-def default_ca_file(settings):
-    """The CA bundle path peers are checked against when an identity has none, or None."""
-    return settings.ca_file
 
 
 def expiry_report(now=None, warn_days=30):

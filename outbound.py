@@ -1,14 +1,14 @@
 """Outbound calls for a stored identity: cached context, the call itself, one log line each."""
 
-import io
+import functools
 import json
 import logging
 import ssl
 import time
+import urllib.parse
 
-import dyncert
 from dyncert import calls, context, targets
-from dyncert.errors import DyncertError
+from dyncert.errors import DyncertError, InputError
 
 log = logging.getLogger("dyncert.calls")
 
@@ -24,8 +24,9 @@ def allowed(settings):
     return targets.parse_allowed(settings.allowed_targets)
 
 
-def _logged(kind, stored, work):
+def _logged(kind, stored, work, target=None):
     """Run `work()`, logging one structured line (identity, target, outcome, elapsed), no secrets."""
+    target = target or stored.target
     started = time.perf_counter()
     outcome = "ok"
     try:
@@ -36,9 +37,9 @@ def _logged(kind, stored, work):
     finally:
         log.info(json.dumps({
             "event": "outbound_call", "call": kind,
-            "identity": f"{stored.employee}/{stored.address}",
-            "fingerprint_sha256": stored.identity.fingerprint_sha256,
-            "target": f"{stored.target.host}:{stored.target.port}", "sni": stored.target.sni,
+            "identity": f"{stored.employee}/{stored.address}" if stored else None,
+            "fingerprint_sha256": stored.identity.fingerprint_sha256 if stored else None,
+            "target": f"{target.host}:{target.port}", "sni": target.sni,
             "outcome": outcome, "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}))
 
 
@@ -67,3 +68,35 @@ def echo(stored, settings, send):
     return _logged("echo", stored, lambda: calls.echo(
         _context(stored), stored.target, stored.identity.fingerprint_sha256, send=send,
         timeouts=timeouts(settings), allowed=allowed(settings)))
+
+
+@functools.lru_cache(maxsize=4)
+def server_only_context(verify, ca_file):
+    """The context of server-only fetches: default trust, or none when PYTHONHTTPSVERIFY=0 (PEP 493)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.0 and 1.1 are deprecated (RFC 8996)
+    if verify:
+        context.load_trust(ctx, ca_file)
+    else:  # the operator opted out explicitly, as PEP 493 allows for legacy deployments
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def fetch(url, settings):
+    """GET an https:// URL without a client certificate: the urlfetch-style path of the old runtime."""
+    if not isinstance(url, str) or len(url) > 2048:
+        raise InputError("invalid_request", "'url' must be an https:// URL of at most 2048 characters.")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise InputError("invalid_request", "'url' must be an https:// URL with a host.")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise InputError("invalid_target", "The URL's port must be 1-65535.") from None
+    target = targets.validate_target(parts.hostname, port)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    ctx = server_only_context(settings.https_verify, settings.ca_file)
+    return _logged("fetch", None, lambda: calls.https_request(
+        ctx, target, None, method="GET", path=path, timeouts=timeouts(settings),
+        allowed=allowed(settings)), target=target)

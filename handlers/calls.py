@@ -76,3 +76,10 @@ class Echo(CallHandler):
     def post(self, employee, address):
         send = echo_param(self.json_body())
         self.write_json(outbound.echo(self.stored(employee, address), self.settings, send))
+
+
+class Fetch(CallHandler):
+    """POST /api/v1/fetch: a server-only HTTPS GET (default trust store, PEP 493's PYTHONHTTPSVERIFY)."""
+
+    def post(self):
+        self.write_json(outbound.fetch(self.json_body().get("url"), self.settings))

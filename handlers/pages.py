@@ -3,15 +3,18 @@
 import webapp2
 
 import models
-from dyncert import runtime
+from dyncert import context, runtime
 from handlers import auth
 from handlers.base import BaseHandler, PageHandler
 
 
 def status_facts(settings):
     """The runtime facts shown on `/` and by `GET /api/v1/status`."""
+    trust = context.default_trust()
     return dict(runtime.facts(), https_verify=settings.https_verify,
-                ca_file=models.default_ca_file(settings), identities=models.count_identities())
+                ca_file=settings.ca_file or trust["cafile"],
+                ca_path=None if settings.ca_file else trust["capath"],
+                identities=models.count_identities())
 
 
 class Healthz(BaseHandler):

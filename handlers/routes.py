@@ -24,6 +24,7 @@ ROUTES = [
     webapp2.Route(IDENTITY + "/handshake", calls.Handshake),
     webapp2.Route(IDENTITY + "/request", calls.Request),
     webapp2.Route(IDENTITY + "/echo", calls.Echo),
+    webapp2.Route("/api/v1/fetch", calls.Fetch),
     webapp2.Route("/cron/expiry", cron.Expiry),
     webapp2.Route("/admin", admin.List),
     webapp2.Route("/admin/new", admin.New),

@@ -121,6 +121,10 @@ class Server:
         return self.results.get(timeout=10)
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux; close() alone does not
+        except OSError:
+            pass
         self.sock.close()
         self.thread.join(timeout=10)
 
