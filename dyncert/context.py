@@ -64,9 +64,9 @@ _auto_trust = None        # resolved once from OpenSSL's paths / certifi
 def configure_default_trust(cafile=None, capath=None):
     """Set the CA file and/or hashed directory used when a call gives no ca_certs; both None resets."""
     global _configured_trust
-    for path, kind in ((cafile, os.path.isfile), (capath, os.path.isdir)):
-        if path is not None and not kind(path):
-            raise InputError("invalid_ca_certs", f"Expected an existing CA {'file' if kind is os.path.isfile else 'directory'}, "
+    for path, exists, what in ((cafile, os.path.isfile, "file"), (capath, os.path.isdir, "directory")):
+        if path is not None and not exists(path):
+            raise InputError("invalid_ca_certs", f"Expected an existing CA {what}, "
                              f"found nothing usable at {os.fspath(path)!r}.")
     with _trust_lock:
         _configured_trust = None if cafile is None and capath is None else (
@@ -151,7 +151,8 @@ def load_trust(ctx, ca_certs=None):
         if os.path.isdir(path):
             return _load_locations(ctx, capath=path)
         raise InputError("invalid_ca_certs", f"Expected PEM CA certificates or an existing path, found {path!r}.")
-    raise InputError("invalid_ca_certs", f"Expected CA certificates as PEM text or a path, found {type(ca_certs).__name__}.")
+    raise InputError("invalid_ca_certs", "Expected CA certificates as PEM text or a path, "
+                     f"found {type(ca_certs).__name__}.")
 
 
 def _trust_key(ca_certs):
@@ -181,10 +182,12 @@ def _load_chain(ctx, path, password=None):
         reason = getattr(e, "reason", None) or ""
         # A key of another type than the certificate's lands in an empty slot: NO_CERTIFICATE_ASSIGNED.
         if reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
-            raise InputError("key_mismatch", "OpenSSL found that the private key does not match the certificate.") from e
+            raise InputError("key_mismatch",
+                             "OpenSSL found that the private key does not match the certificate.") from e
         if reason in ("EE_KEY_TOO_SMALL", "CA_MD_TOO_WEAK", "CA_KEY_TOO_SMALL"):
             raise InputError("invalid_certificate", f"OpenSSL refused the certificate chain ({reason.lower()}).") from e
-        raise InputError("invalid_key", f"OpenSSL could not load the certificate and key ({reason or 'unknown reason'}).") from e
+        raise InputError("invalid_key", "OpenSSL could not load the certificate and key "
+                         f"({reason or 'unknown reason'}).") from e
 
 
 def _load_memfd(ctx, identity):

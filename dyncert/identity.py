@@ -409,7 +409,8 @@ def _open_pkcs12(data, secret):
         raise InputError("invalid_pkcs12", "Expected a DER PKCS#12 (.p12/.pfx) file, found data that does not "
                          "parse as one.") from error
     if secret is None:
-        raise InputError("wrong_password", "The PKCS#12 file is password-protected and no password was given.") from error
+        raise InputError("wrong_password",
+                         "The PKCS#12 file is password-protected and no password was given.") from error
     raise InputError("wrong_password", "The password does not open the PKCS#12 file.") from error
 
 
@@ -469,7 +470,8 @@ def parse_ca_bundle(pem):
     if truncated:
         raise InputError("invalid_ca_certs", "Expected complete PEM blocks in the CA bundle, found a truncated one.")
     if not blocks:
-        raise InputError("invalid_ca_certs", "Expected at least one PEM CERTIFICATE block in the CA bundle, found none.")
+        raise InputError("invalid_ca_certs",
+                         "Expected at least one PEM CERTIFICATE block in the CA bundle, found none.")
     if len(blocks) > MAX_CA_CERTS:
         raise InputError("invalid_ca_certs", f"Expected at most {MAX_CA_CERTS} CA certificates, found {len(blocks)}.")
     certs = _load_certs(blocks, "invalid_ca_certs", "the CA bundle")
