@@ -1,6 +1,5 @@
 """The admin pages: list, upload form and its errors, detail, replace, delete, test calls."""
 
-import base64
 import datetime
 import re
 
@@ -121,7 +120,7 @@ def make_identity(not_before, not_after):
 def test_list_flags_expiring_and_expired(admin, upload, settings):
     now = datetime.datetime.now(UTC)
     cert, key = make_identity(now - datetime.timedelta(days=80), now + datetime.timedelta(days=10, hours=1))
-    admin.put_json(f"/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)
+    admin.put_json("/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)
     cert, key = make_identity(now - datetime.timedelta(days=100), now - datetime.timedelta(days=3, hours=1))
     # The upload refuses expired certificates, so this one is stored as of a time it was valid.
     with ndb.Client().context(cache_policy=False, global_cache_policy=False):
