@@ -12,6 +12,8 @@ import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cryptography import x509
+
 MAX_LINE = 64 * 1024
 HTTP_REQUEST_LINE = re.compile(rb"^[A-Z]+ \S+ HTTP/1\.[01]\r?\n$")
 
@@ -29,9 +31,8 @@ def server_context(pki_dir):
 def describe_client(tls_socket):
     """Subject and SHA-256 fingerprint of the certificate the client presented."""
     der = tls_socket.getpeercert(binary_form=True)
-    subject = tls_socket.getpeercert().get("subject", ())
-    name = ",".join(f"{k}={v}" for rdn in reversed(subject) for k, v in rdn)
-    return {"subject": name, "fingerprint_sha256": hashlib.sha256(der).hexdigest()}
+    subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    return {"subject": subject, "fingerprint_sha256": hashlib.sha256(der).hexdigest()}
 
 
 class WhoAmI(BaseHTTPRequestHandler):

@@ -193,9 +193,10 @@ def _order_chain(certs, key):
             unique.append(cert)
     leaves = [c for c in unique if _spki(c.public_key()) == spki]
     if not leaves:
-        raise InputError("key_mismatch", "The private key does not match the certificate "
-                         f"(certificate public key: {key_type(unique[0].public_key())}, "
-                         f"private key: {key_type(key)}).")
+        cert_type, key_kind = key_type(unique[0].public_key()), key_type(key)
+        found = f"both {cert_type}, but different keys" if cert_type == key_kind else \
+            f"certificate public key: {cert_type}, private key: {key_kind}"
+        raise InputError("key_mismatch", f"The private key does not match the certificate ({found}).")
     chain, rest = [leaves[0]], [c for c in unique if c is not leaves[0]]
     while rest:
         issuer = next((c for c in rest if _issued_by(chain[-1], c)), None)
