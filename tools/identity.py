@@ -1,0 +1,123 @@
+"""Manage identities from scripts and CI pipelines through the JSON API.
+
+    export DYNCERT_URL=http://127.0.0.1:8080 ADMIN_TOKEN=...
+    python -m tools.identity list
+    python -m tools.identity put asalieri 1 --cert chain.pem --key key.pem --ca ca.pem --host partner.example.com
+    python -m tools.identity put asalieri 2 --pkcs12 client.p12 --password-env P12_PASSWORD --host h.example
+    python -m tools.identity get asalieri 1
+    python -m tools.identity handshake asalieri 1
+    python -m tools.identity delete asalieri 1
+
+Passwords are read from an environment variable (never a command-line argument: those show in
+`ps`). Exit status: 0 success, 1 the API refused (its error code is printed), 2 usage.
+"""
+
+import argparse
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+
+def api(base, token, method, path, body=None, timeout=60):
+    """One API call; returns (status, parsed JSON or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base.rstrip("/") + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw) if raw else None
+        except ValueError:
+            return e.code, {"error": {"code": "http_error", "message": raw[:200].decode("utf-8", "replace")}}
+
+
+def read_text(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def put_body(args):
+    """The PUT body from the command-line options (files are read here, passwords from env)."""
+    body = {"host": args.host, "port": args.port}
+    if args.pkcs12:
+        with open(args.pkcs12, "rb") as f:
+            body["pkcs12"] = base64.b64encode(f.read()).decode()
+        if args.password_env:
+            body["pkcs12_password"] = os.environ.get(args.password_env, "")
+    else:
+        if not args.cert:
+            raise SystemExit("put: give --cert and --key, or --pkcs12")
+        body["cert"] = read_text(args.cert)
+        body["key"] = read_text(args.key or args.cert)
+        if args.password_env:
+            body["key_password"] = os.environ.get(args.password_env, "")
+    if args.ca:
+        body["ca_certs"] = read_text(args.ca)
+    if args.sni:
+        body["server_hostname"] = args.sni
+    if args.tls_version:
+        body["tls_version"] = args.tls_version
+    return body
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m tools.identity", description=__doc__.splitlines()[0])
+    p.add_argument("--url", default=os.environ.get("DYNCERT_URL", "http://127.0.0.1:8080"))
+    p.add_argument("--token-env", default="ADMIN_TOKEN", help="environment variable holding the admin token")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list")
+    for name in ("get", "delete", "handshake"):
+        s = sub.add_parser(name)
+        s.add_argument("employee")
+        s.add_argument("address")
+    put = sub.add_parser("put")
+    put.add_argument("employee")
+    put.add_argument("address")
+    put.add_argument("--cert", help="PEM certificate chain file")
+    put.add_argument("--key", help="PEM private key file (default: the --cert file)")
+    put.add_argument("--pkcs12", help="PKCS#12 file instead of --cert/--key")
+    put.add_argument("--password-env", help="environment variable holding the key or PKCS#12 password")
+    put.add_argument("--ca", help="PEM CA bundle trusted for the server")
+    put.add_argument("--host", required=True)
+    put.add_argument("--port", type=int, default=443)
+    put.add_argument("--sni", help="server name to send and verify (default: host)")
+    put.add_argument("--tls-version", choices=("TLS", "TLSv1_2", "TLSv1_3"))
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    token = os.environ.get(args.token_env)
+    if not token:
+        print(f"Set {args.token_env} to the admin token.", file=sys.stderr)
+        return 2
+    if args.command == "list":
+        status, data = api(args.url, token, "GET", "/api/v1/identities")
+    else:
+        path = f"/api/v1/employees/{args.employee}/addresses/{args.address}"
+        if args.command == "get":
+            status, data = api(args.url, token, "GET", path)
+        elif args.command == "delete":
+            status, data = api(args.url, token, "DELETE", path)
+        elif args.command == "handshake":
+            status, data = api(args.url, token, "POST", path + "/handshake")
+        else:
+            status, data = api(args.url, token, "PUT", path, put_body(args))
+    if status >= 400:
+        error = (data or {}).get("error", {})
+        print(f"{status} {error.get('code', 'error')}: {error.get('message', '')}", file=sys.stderr)
+        return 1
+    if data is not None:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
