@@ -1,0 +1,1 @@
+"""Command-line tools for scripts and CI pipelines."""
