@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime
+import http.client
 import select
 import socket
 import ssl
@@ -106,14 +107,15 @@ def tls_info(sock, context, target, client_fingerprint):
 
 def _root_cause(exc):
     """The innermost socket/ssl error behind urllib3's wrappers (args, __cause__, __context__)."""
-    seen = set()
+    seen, last = set(), exc
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        last = exc
         if isinstance(exc, (DyncertError, OSError)) and not isinstance(exc, urllib3.exceptions.HTTPError):
             return exc
         inner = next((a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)), None)
-        exc = inner or exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
-    return exc
+        exc = inner or exc.__cause__ or exc.__context__
+    return last
 
 
 def remote_error(exc, target, phase):
@@ -129,7 +131,7 @@ def remote_error(exc, target, phase):
                                f"{target.sni!r}; it is not ({detail}), {where}.")
         return RemoteError("unknown_ca", f"Expected a peer certificate that verifies against the trusted CA "
                            f"certificates; found one that does not ({detail}), {where}.")
-    if isinstance(cause, ssl.SSLEOFError) or (isinstance(cause, ssl.SSLError) and
+    if isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or (isinstance(cause, ssl.SSLError) and
                                               getattr(cause, "reason", None) == "UNEXPECTED_EOF_WHILE_READING"):
         return RemoteError("connection_reset", f"The peer closed the connection unexpectedly, {where}.")
     if isinstance(cause, ssl.SSLError):
@@ -153,6 +155,9 @@ def remote_error(exc, target, phase):
         return RemoteError("connection_refused", f"Could not connect to {target} ({cause.strerror or cause}).")
     if isinstance(cause, OSError):
         return RemoteError("connection_reset", f"The connection failed ({cause.strerror or cause}), {where}.")
+    if isinstance(cause, (http.client.HTTPException, urllib3.exceptions.HTTPError)):
+        return RemoteError("handshake_failed", f"Expected an HTTP/1.1 response, found something else "
+                           f"({type(cause).__name__}), {where}.")
     return RemoteError("handshake_failed", f"The exchange failed ({type(cause).__name__}), {where}.")
 
 

@@ -72,7 +72,7 @@ def _read_source(value, what):
             with open(value, "rb") as f:
                 return f.read()
         except OSError as e:
-            code = "invalid_ca_certs" if what == "ca_certs" else "invalid_certificate"
+            code = {"ca_certs": "invalid_ca_certs", "keyfile": "invalid_key"}.get(what, "invalid_certificate")
             raise InputError(code, f"Expected {what} as PEM text, a file-like object or a readable path; "
                              f"could not read {os.fspath(value)!r} ({e.strerror}).") from None
     raise InputError("invalid_certificate", f"Expected {what} as PEM text, a file-like object or a path, "

@@ -17,6 +17,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
+from cryptography import x509
+
 from tests import pki
 
 MAX_LINE = 64 * 1024
@@ -28,7 +30,6 @@ def describe_peer_cert(tls_socket):
     der = tls_socket.getpeercert(binary_form=True)
     if der is None:
         return None
-    from cryptography import x509
     return {"subject": x509.load_der_x509_certificate(der).subject.rfc4514_string(),
             "fingerprint_sha256": hashlib.sha256(der).hexdigest()}
 
@@ -164,7 +165,7 @@ class PythonTLSPeer:
                 if not line:
                     break
                 tls.sendall(line)
-        tls.unwrap() if not self._stop.is_set() else None
+        tls.close()
 
     def _serve_reset(self, conn):
         conn.recv(4096)  # the ClientHello: the reset then lands in the middle of the handshake
