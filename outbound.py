@@ -1,12 +1,14 @@
 """Outbound calls for a stored identity: cached context, the call itself, one log line each."""
 
 import functools
+import io
 import json
 import logging
 import ssl
 import time
 import urllib.parse
 
+import dyncert
 from dyncert import calls, context, targets
 from dyncert.errors import DyncertError, InputError
 
@@ -63,11 +65,49 @@ def request(stored, settings, method, path, headers, body):
         timeouts=timeouts(settings), allowed=allowed(settings)))
 
 
+def default_ca_certs(settings):
+    """What `ca_certs` means when an identity stores none: CA_FILE, else the default trust store."""
+    trust = context.default_trust()
+    return settings.ca_file or trust["cafile"] or trust["capath"]
+
+
 def echo(stored, settings, send):
-    """Write `send` on a raw mTLS socket and read one line back."""
-    return _logged("echo", stored, lambda: calls.echo(
-        _context(stored), stored.target, stored.identity.fingerprint_sha256, send=send,
-        timeouts=timeouts(settings), allowed=allowed(settings)))
+    """Write `send` on a raw mTLS socket and read one line back: the python27 sample, on Python 3.
+
+    It reads like the old App Engine code on purpose: the key and certificate strings wrapped in
+    StringIO, `wrap_socket(... cert_reqs=CERT_REQUIRED, ca_certs=...)`, then `match_hostname`.
+    """
+    target = stored.target
+    key_str, cert_str = stored.identity.key_pem.decode(), stored.identity.chain_pem.decode()
+    ca_certs = stored.ca_certs or default_ca_certs(settings)
+
+    def work():
+        started = time.perf_counter()
+        sock = calls.connect(target, timeouts(settings), allowed(settings))  # a checked address only
+        try:
+            sock.settimeout(settings.io_timeout)
+            # server_hostname sends SNI, which python27's sample predates; many servers need it now.
+            sock = dyncert.wrap_socket(sock, keyfile=io.StringIO(key_str), certfile=io.StringIO(cert_str),
+                                       cert_reqs=ssl.CERT_REQUIRED, ca_certs=ca_certs,
+                                       server_hostname=target.sni)
+            dyncert.match_hostname(sock.getpeercert(), target.sni)
+        except (OSError, ValueError) as e:
+            sock.close()
+            if isinstance(e, DyncertError):
+                raise
+            raise calls.remote_error(e, target, "during the TLS handshake") from e
+        try:
+            info = calls.tls_info(sock, sock.context, target, stored.identity.fingerprint_sha256)
+            sock.sendall(send.encode("utf-8"))
+            received = calls.read_line(sock, calls.MAX_BODY)
+        except OSError as e:
+            raise calls.after_handshake_error(sock, e, target) from e
+        finally:
+            sock.close()
+        info.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        return {"ok": True, "received": received.decode("utf-8", "replace"), "tls": info.to_dict()}
+
+    return _logged("echo", stored, work)
 
 
 @functools.lru_cache(maxsize=4)

@@ -216,19 +216,25 @@ def _await_verdict(sock, timeout):
         sock.settimeout(timeout)
 
 
-def open_tls(context, target, timeouts, allowed=None, await_verdict=False):
-    """A connected, handshaken SSLSocket to a checked address of `target`, and bytes read early (verdict wait)."""
+def connect(target, timeouts=Timeouts(), allowed=None):
+    """A TCP socket to a checked address of `target` (allowed, resolved, never link-local or metadata)."""
     if allowed is not None:
         targets.check_allowed(target, allowed)
     infos = targets.resolve(target, timeouts.connect)
-    phase = "connecting"
     try:
-        raw = _connect_tcp(infos, timeouts.connect)
-        phase = "during the TLS handshake"
+        return _connect_tcp(infos, timeouts.connect)
+    except OSError as e:
+        raise remote_error(e, target, "connecting") from e
+
+
+def open_tls(context, target, timeouts, allowed=None, await_verdict=False):
+    """A connected, handshaken SSLSocket to a checked address of `target`, and bytes read early (verdict wait)."""
+    raw = connect(target, timeouts, allowed)
+    phase = "during the TLS handshake"
+    try:
         sock = context.wrap_socket(raw, server_hostname=target.sni, do_handshake_on_connect=False)
     except (OSError, ValueError) as e:
-        if phase != "connecting":
-            raw.close()
+        raw.close()
         raise remote_error(e, target, phase) from e
     try:
         sock.settimeout(timeouts.handshake)
@@ -263,7 +269,7 @@ def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=
     return {"ok": True, **info.to_dict()}
 
 
-def _read_until_newline(sock, limit):
+def read_line(sock, limit):
     """Read until a newline, EOF, `limit` bytes or a read timeout after some data; timeout with none raises."""
     data = bytearray()
     while len(data) < limit and b"\n" not in data:
@@ -289,16 +295,16 @@ def echo(context, target, client_fingerprint, send, timeouts=Timeouts(), allowed
         info = tls_info(sock, context, target, client_fingerprint)
         try:
             sock.sendall(payload)
-            received = _read_until_newline(sock, MAX_BODY)
+            received = read_line(sock, MAX_BODY)
         except OSError as e:
-            raise _after_handshake_error(sock, e, target) from e
+            raise after_handshake_error(sock, e, target) from e
     finally:
         sock.close()
     info.elapsed_ms = _elapsed_ms(started)
     return {"ok": True, "received": received.decode("utf-8", "replace"), "tls": info.to_dict()}
 
 
-def _after_handshake_error(sock, exc, target):
+def after_handshake_error(sock, exc, target):
     """Map a failure after the handshake, preferring an alert already queued (it says why the peer hung up)."""
     if isinstance(_root_cause(exc), (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
         try:

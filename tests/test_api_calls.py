@@ -71,13 +71,17 @@ def test_wrong_ca_is_unknown_ca(admin, world):
         store(admin, world["client"], world["pki"].ca_pem, peer.port)
         assert call(admin, "handshake")["ok"]
         store(admin, world["client"], world["stranger_ca"], peer.port)
-        assert remote_code(admin) == "unknown_ca"
+        for kind in ("handshake", "request", "echo"):
+            assert remote_code(admin, kind) == "unknown_ca", kind
 
 
 def test_wrong_hostname_is_hostname_mismatch(admin, world):
     with PythonTLSPeer(world["server"], world["pki"].ca_pem) as peer:
+        store(admin, world["client"], world["pki"].ca_pem, peer.port, sni="localhost")
+        assert call(admin, "handshake")["hostname_verified"]
         store(admin, world["client"], world["pki"].ca_pem, peer.port, sni="wrong.example.com")
-        assert remote_code(admin) == "hostname_mismatch"
+        for kind in ("handshake", "request", "echo"):
+            assert remote_code(admin, kind) == "hostname_mismatch", kind
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
@@ -86,8 +90,8 @@ def test_client_from_another_ca_is_rejected_by_the_peer(admin, world, version):
         store(admin, world["client"], world["pki"].ca_pem, peer.port)
         assert call(admin, "handshake")["ok"]
         store(admin, world["stranger_client"], world["pki"].ca_pem, peer.port)
-        assert remote_code(admin) == "peer_rejected_certificate"
-        assert remote_code(admin, "request") == "peer_rejected_certificate"
+        for kind in ("handshake", "request", "echo"):
+            assert remote_code(admin, kind) == "peer_rejected_certificate", kind
 
 
 def test_tls_version_mismatch_is_protocol_version(admin, world):
