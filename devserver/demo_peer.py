@@ -67,22 +67,27 @@ class WhoAmI(BaseHTTPRequestHandler):
         print("demo-peer https:", fmt % args, flush=True)
 
 
-class TLSHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer whose handshake happens in the request thread, not the accept loop."""
+class HandshakeInThread:
+    """A threading server mixin: the TLS handshake runs in the request thread, not the accept loop."""
 
     daemon_threads = True
-
-    def __init__(self, address, context):
-        super().__init__(address, WhoAmI)
-        self.context = context
+    allow_reuse_address = True
 
     def finish_request(self, request, client_address):
         try:
             request = self.context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as e:
-            print(f"demo-peer https: handshake from {client_address[0]} failed: {e}", flush=True)
+            print(f"demo-peer: handshake from {client_address[0]} failed: {e}", flush=True)
             return
         super().finish_request(request, client_address)
+
+
+class TLSHTTPServer(HandshakeInThread, ThreadingHTTPServer):
+    """HTTPS that names the client certificate."""
+
+    def __init__(self, address, context):
+        super().__init__(address, WhoAmI)
+        self.context = context
 
 
 class LineEcho(socketserver.StreamRequestHandler):
@@ -93,23 +98,12 @@ class LineEcho(socketserver.StreamRequestHandler):
         self.wfile.write(line)
 
 
-class TLSEchoServer(socketserver.ThreadingTCPServer):
+class TLSEchoServer(HandshakeInThread, socketserver.ThreadingTCPServer):
     """A line-echo server that requires a client certificate."""
-
-    daemon_threads = True
-    allow_reuse_address = True
 
     def __init__(self, address, context):
         super().__init__(address, LineEcho)
         self.context = context
-
-    def finish_request(self, request, client_address):
-        try:
-            request = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            print(f"demo-peer echo: handshake from {client_address[0]} failed: {e}", flush=True)
-            return
-        super().finish_request(request, client_address)
 
 
 def serve(pki_dir, https_port, echo_port, host="127.0.0.1"):

@@ -1,7 +1,6 @@
 """Outbound mTLS calls (handshake, HTTPS request, raw echo) -> result records; failures -> RemoteError codes."""
 
 import dataclasses
-import datetime
 import http.client
 import select
 import socket
@@ -13,6 +12,7 @@ from cryptography import x509
 
 from . import targets
 from .errors import DyncertError, InputError, RemoteError
+from .identity import rfc3339, san_list
 
 MAX_BODY = 64 * 1024
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -71,28 +71,13 @@ class TLSInfo:
 
 # --- peer certificate facts ---------------------------------------------------------------
 
-def _rfc3339(moment):
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _san(cert):
-    """subjectAltName as 'DNS:...'/'IP:...' strings (the identity public view's spelling)."""
-    try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    prefixes = {x509.DNSName: "DNS", x509.IPAddress: "IP", x509.RFC822Name: "email",
-                x509.UniformResourceIdentifier: "URI"}
-    return [f"{prefixes[type(n)]}:{n.value}" for n in names if type(n) in prefixes]
-
-
 def peer_facts(der):
     """subject, issuer, san, not_after of the peer certificate (DER)."""
     if der is None:
         return {"subject": None, "issuer": None, "san": [], "not_after": None}
     cert = x509.load_der_x509_certificate(der)
     return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-            "san": _san(cert), "not_after": _rfc3339(cert.not_valid_after_utc)}
+            "san": san_list(cert), "not_after": rfc3339(cert.not_valid_after_utc)}
 
 
 def tls_info(sock, context, target, client_fingerprint):

@@ -92,12 +92,12 @@ def _name(cert):
     return cert.subject.rfc4514_string()
 
 
-def _rfc3339(moment):
+def rfc3339(moment):
     """UTC datetime -> '2026-01-02T03:04:05Z'."""
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _san(cert):
+def san_list(cert):
     """subjectAltName entries in OpenSSL's 'TYPE:value' spelling."""
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -224,10 +224,10 @@ def _check_validity(chain, now):
         which = "The certificate" if position == 1 else f"Chain certificate {position} ('{_name(cert)}')"
         if now < cert.not_valid_before_utc:
             raise InputError("certificate_not_yet_valid", f"{which} is valid from "
-                             f"{_rfc3339(cert.not_valid_before_utc)}; it is now {_rfc3339(now)}.")
+                             f"{rfc3339(cert.not_valid_before_utc)}; it is now {rfc3339(now)}.")
         if now > cert.not_valid_after_utc:
             raise InputError("certificate_expired", f"{which} expired at "
-                             f"{_rfc3339(cert.not_valid_after_utc)}; it is now {_rfc3339(now)}.")
+                             f"{rfc3339(cert.not_valid_after_utc)}; it is now {rfc3339(now)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +239,7 @@ class ClientIdentity:
 
     def __repr__(self):
         return (f"ClientIdentity(subject={self.subject!r}, fingerprint_sha256={self.fingerprint_sha256!r}, "
-                f"not_after={_rfc3339(self.not_after)!r}, key_type={self.key_type!r})")
+                f"not_after={rfc3339(self.not_after)!r}, key_type={self.key_type!r})")
 
     __str__ = __repr__
 
@@ -366,7 +366,7 @@ class ClientIdentity:
     @property
     def san(self):
         """subjectAltName entries, e.g. ['DNS:example.com', 'IP:10.0.0.1']."""
-        return _san(self.leaf)
+        return san_list(self.leaf)
 
     @property
     def key_type(self):
@@ -382,7 +382,7 @@ class ClientIdentity:
         """Public, JSON-ready facts about the identity (never key material)."""
         return {
             "subject": self.subject, "issuer": self.issuer, "serial": self.serial,
-            "not_before": _rfc3339(self.not_before), "not_after": _rfc3339(self.not_after),
+            "not_before": rfc3339(self.not_before), "not_after": rfc3339(self.not_after),
             "fingerprint_sha256": self.fingerprint_sha256, "san": self.san,
             "key_type": self.key_type, "chain_length": self.chain_length,
         }

@@ -126,17 +126,7 @@ def row(entity, now=None):
 
 
 class AdminHandler(PageHandler):
-    """A page of the admin area: a missing identity is a 404 page, a broken key a 500 page."""
-
-    def dispatch(self):
-        try:
-            return super().dispatch()
-        except models.NotFound as e:
-            return self.error_response(404, "not_found", str(e))
-        except models.sealing.UnsealError as e:
-            return self.error_response(500, "key_unavailable", str(e))
-        except models.sealing.SealingUnavailable as e:
-            return self.error_response(503, "sealing_unavailable", str(e))
+    """A page of the admin area (errors render as pages: see BaseHandler.dispatch)."""
 
 
 class List(AdminHandler):

@@ -1,20 +1,12 @@
 """The JSON API of API.md: status and identities."""
 
 import models
-from handlers.base import ApiError, BaseHandler
+from handlers.base import BaseHandler
 from handlers.pages import status_facts
 
 
 class ApiHandler(BaseHandler):
-    """JSON handler: NotFound becomes API.md's 404."""
-
-    def dispatch(self):
-        try:
-            return super().dispatch()
-        except models.NotFound as e:
-            return self.error_response(404, "not_found", str(e))
-        except models.sealing.UnsealError as e:
-            return self.error_response(500, "key_unavailable", str(e))
+    """A JSON route of API.md (errors answer in API.md's shape: see BaseHandler.dispatch)."""
 
 
 class Status(ApiHandler):
@@ -38,11 +30,7 @@ class Identity(ApiHandler):
         self.write_json(models.public_view(models.get_entity(employee, address)))
 
     def put(self, employee, address):
-        body = self.json_body()
-        try:
-            view, created = models.put_identity(employee, address, body, self.settings)
-        except models.sealing.SealingUnavailable as e:
-            raise ApiError(503, "sealing_unavailable", str(e)) from None
+        view, created = models.put_identity(employee, address, self.json_body(), self.settings)
         self.write_json(view, 201 if created else 200)
 
     def delete(self, employee, address):

@@ -5,7 +5,9 @@ import logging
 
 import webapp2
 
-from dyncert.errors import DyncertError, InputError, RemoteError
+import models
+import sealing
+from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.templating import render
 
@@ -61,6 +63,12 @@ class BaseHandler(webapp2.RequestHandler):
             return self.error_response(400, e.code, e.message)
         except RemoteError as e:
             return self.error_response(504 if e.code == "timeout" else 502, e.code, e.message)
+        except models.NotFound as e:
+            return self.error_response(404, "not_found", str(e))
+        except sealing.UnsealError as e:
+            return self.error_response(500, "key_unavailable", str(e))
+        except sealing.SealingUnavailable as e:
+            return self.error_response(503, "sealing_unavailable", str(e))
         except storage_error_types() as e:
             log.warning("storage unavailable: %s", type(e).__name__)
             self.response.headers["Retry-After"] = "5"

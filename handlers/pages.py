@@ -1,6 +1,5 @@
 """Public pages: home, health check, sign-in and sign-out."""
 
-import webapp2
 
 import models
 from dyncert import context, runtime
