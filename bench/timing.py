@@ -34,8 +34,8 @@ def alternate(paths, rounds, duration, progress=None):
         for name in order:
             gc.collect()
             samples[name].append(paths[name](duration))
-            if progress:
-                progress(f"round {r + 1}/{rounds} {name}")
+        if progress:
+            progress(f"round {r + 1}/{rounds} of {', '.join(names)}")
     return samples
 
 

@@ -10,7 +10,7 @@ import time
 import urllib3
 from cryptography import x509
 
-from . import targets
+from . import reuse, targets
 from .errors import DyncertError, InputError, RemoteError
 from .identity import rfc3339, san_list
 
@@ -62,6 +62,7 @@ class TLSInfo:
     server_hostname: str
     hostname_verified: bool
     client_fingerprint_sha256: str
+    session_reused: bool = False
     elapsed_ms: float = 0.0
 
     def to_dict(self):
@@ -85,7 +86,7 @@ def tls_info(sock, context, target, client_fingerprint):
     return TLSInfo(tls_version=sock.version(), cipher=sock.cipher()[0],
                    peer=peer_facts(sock.getpeercert(binary_form=True)), server_hostname=target.sni,
                    hostname_verified=bool(context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED),
-                   client_fingerprint_sha256=client_fingerprint)
+                   client_fingerprint_sha256=client_fingerprint, session_reused=sock.session_reused)
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -217,7 +218,8 @@ def open_tls(context, target, timeouts, allowed=None, await_verdict=False):
     raw = connect(target, timeouts, allowed)
     phase = "during the TLS handshake"
     try:
-        sock = context.wrap_socket(raw, server_hostname=target.sni, do_handshake_on_connect=False)
+        sock = context.wrap_socket(raw, server_hostname=target.sni, do_handshake_on_connect=False,
+                                   session=reuse.session(context, target))
     except (OSError, ValueError) as e:
         raw.close()
         raise remote_error(e, target, phase) from e
@@ -248,6 +250,7 @@ def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=
     sock, _ = open_tls(context, target, timeouts, allowed, await_verdict=True)
     try:
         info = tls_info(sock, context, target, client_fingerprint)
+        reuse.remember(context, target, sock)
     finally:
         sock.close()
     info.elapsed_ms = _elapsed_ms(started)
@@ -283,6 +286,7 @@ def echo(context, target, client_fingerprint, send, timeouts=Timeouts(), allowed
             received = read_line(sock, MAX_BODY)
         except OSError as e:
             raise after_handshake_error(sock, e, target) from e
+        reuse.remember(context, target, sock)
     finally:
         sock.close()
     info.elapsed_ms = _elapsed_ms(started)
@@ -317,17 +321,18 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
         self._dyncert_open = dyncert_open
 
     def _new_conn(self):
-        return self._dyncert_open()
+        # Kept: http.client drops `sock` from a connection that will close, before we read TLS facts.
+        self.tls_sock = self._dyncert_open()
+        return self.tls_sock
 
 
 class _MTLSPool(urllib3.HTTPConnectionPool):
-    """A pool whose connections come from open_tls; one pool serves one (context, target) only.
-
-    A future keep-alive cache must key pools by (client fingerprint/content_id, target, CA,
-    TLS version) so that a connection never carries another identity's requests.
-    """
+    """Keep-alive connections from open_tls to one target, kept on one context (see reuse.py)."""
 
     ConnectionCls = _MTLSConnection
+
+
+POOL_SIZE = 4  # idle keep-alive connections kept per identity and peer
 
 
 def _host_header(target):
@@ -335,9 +340,20 @@ def _host_header(target):
     return host if target.port == 443 else f"{host}:{target.port}"
 
 
+def _make_pool(context, target, timeouts):
+    """A pool whose new connections are opened (checked address, handshake, verification) by us."""
+    def open_connection():
+        sock, _ = open_tls(context, target, timeouts)
+        return sock
+
+    return _MTLSPool(target.host, target.port, maxsize=POOL_SIZE, block=False, retries=False,
+                     timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.read),
+                     dyncert_open=open_connection)
+
+
 def https_request(context, target, client_fingerprint, method="GET", path="/", headers=None, body="",
                   timeouts=Timeouts(), allowed=None):
-    """One HTTP/1.1 request over the mTLS connection; body text capped at 64 KiB (`truncated` says so)."""
+    """One HTTP/1.1 request over a kept-alive mTLS connection; body text capped at 64 KiB (`truncated`)."""
     started = time.perf_counter()
     if method not in METHODS:
         raise InputError("invalid_request", f"Expected a method among {', '.join(METHODS)}, found {method!r}.")
@@ -347,35 +363,34 @@ def https_request(context, target, client_fingerprint, method="GET", path="/", h
         body = body.encode("utf-8")
     if allowed is not None:
         targets.check_allowed(target, allowed)
-
-    opened = []  # TLSInfo of the connection(s) the pool opened: one, as retries are off
-
-    def connect():
-        sock, _ = open_tls(context, target, timeouts)
-        opened.append(tls_info(sock, context, target, client_fingerprint))
-        return sock
-
     send_headers = {"Host": _host_header(target), "User-Agent": "dyncert"}
     send_headers.update(headers or {})
-    pool = _MTLSPool(target.host, target.port, maxsize=1, retries=False,
-                     timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.read),
-                     dyncert_open=connect)
-    response = None
+    kept = reuse.pool(context, (target, timeouts), lambda: _make_pool(context, target, timeouts))
+    pool = kept or _make_pool(context, target, timeouts)
+    response, reusable = None, False
     try:
         try:
             response = pool.urlopen(method, path, body=body or None, headers=send_headers, retries=False,
                                     redirect=False, preload_content=False, release_conn=False)
+            # Read TLS facts before the body: a fully read response goes back to the pool at once.
+            sock = response.connection.tls_sock
+            info = tls_info(sock, context, target, client_fingerprint)
+            reuse.remember(context, target, sock)
             data = response.read(MAX_BODY + 1) if method != "HEAD" else b""
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # A TLS 1.3 rejection of our certificate arrives here, as an alert on the first read.
             raise remote_error(e, target, "during the HTTPS request") from e
-        info = opened[-1]
+        truncated = len(data) > MAX_BODY
+        reusable = not truncated  # an unread rest would have to be drained first: not worth it
         result = {"ok": True, "status": response.status, "headers": dict(response.headers),
-                  "body": data[:MAX_BODY].decode("utf-8", "replace"), "truncated": len(data) > MAX_BODY}
+                  "body": data[:MAX_BODY].decode("utf-8", "replace"), "truncated": truncated}
     finally:
         if response is not None:
-            response.close()
-        pool.close()
+            if not reusable and response.connection is not None:
+                response.connection.close()
+            response.release_conn()
+        if kept is None:
+            pool.close()
     info.elapsed_ms = _elapsed_ms(started)
     result["tls"] = info.to_dict()
     return result

@@ -45,7 +45,7 @@ class _WhoAmI(BaseHTTPRequestHandler):
         if self.path.startswith("/bytes/"):  # /bytes/N: N bytes of 'x', to test truncation
             payload = b"x" * int(self.path.split("/")[2])
         else:
-            seen = self.server.client_cert_seen or {}
+            seen = describe_peer_cert(self.connection) or {}  # this connection's, not the last one seen
             payload = json.dumps({"subject": seen.get("subject"), "fingerprint_sha256": seen.get("fingerprint_sha256"),
                                   "method": self.command, "path": self.path, "body": body,
                                   "host": self.headers.get("Host")}).encode()

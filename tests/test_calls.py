@@ -14,7 +14,7 @@ from tests import peers, pki
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 TLS_FIELDS = {"tls_version", "cipher", "peer", "server_hostname", "hostname_verified",
-              "client_fingerprint_sha256", "elapsed_ms"}
+              "client_fingerprint_sha256", "session_reused", "elapsed_ms"}  # API.md + session_reused
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,154 @@
+"""Ratios, goals and the printed table."""
+
+import statistics
+
+HANDSHAKE_ROWS = (
+    ("limit", "limit: openssl s_time -new (C client)"),
+    ("static", "static: files on disk, one SSLContext"),
+    ("naive", "naive: temp files + create_default_context()/call"),
+    ("warm", "dyncert warm (cached_client_context hit)"),
+    ("cold_memfd", "dyncert cold, memfd tier (new identity)"),
+    ("cold_tempfile", "dyncert cold, sealed temp file tier"),
+    ("full", "full handshake + ticket wait (resumption's baseline)"),
+    ("resumed", "dyncert resumed (session per identity+peer)"),
+    ("resumed_no_nodelay", "resumed, without TCP_NODELAY"),
+    ("calls_handshake", "dyncert calls.handshake() (warm, whole call)"),
+)
+HTTPS_ROWS = (
+    ("per_request", "calls.https_request: 1 connection/request"),
+    ("per_request_resumed", "1 connection/request, session resumed"),
+    ("per_request_resumed_no_nodelay", "  same, without TCP_NODELAY"),
+    ("pooled", "keep-alive pool per identity (prototype)"),
+)
+
+
+def paired_ratio(samples, a, b):
+    """Median over rounds of rate(a)/rate(b): adjacent runs share the machine's mood."""
+    ratios = [(ca / wa) / (cb / wb) for (ca, wa, _), (cb, wb, _) in zip(samples[a], samples[b]) if cb and wa and wb]
+    return statistics.median(ratios) if ratios else None
+
+
+def ratios(hs, https, app):
+    """Every ratio the goals and the table quote."""
+    out = {}
+    if hs:
+        s = hs["samples"]
+        out.update({
+            "warm_vs_static": paired_ratio(s, "warm", "static"),
+            "cold_memfd_vs_static": paired_ratio(s, "cold_memfd", "static"),
+            "cold_tempfile_vs_static": paired_ratio(s, "cold_tempfile", "static"),
+            "warm_vs_naive": paired_ratio(s, "warm", "naive"),
+            "resumed_vs_full": paired_ratio(s, "resumed", "full"),
+            "resumed_no_nodelay_vs_full": paired_ratio(s, "resumed_no_nodelay", "full"),
+            "calls_handshake_vs_static": paired_ratio(s, "calls_handshake", "static"),
+            "warm_vs_limit_rate": paired_ratio(s, "warm", "limit"),
+        })
+        warm_cpu, c_cpu = hs["summary"]["warm"]["cpu_us"], hs["summary"]["limit"]["cpu_us"]
+        out["python_vs_c_cpu_per_handshake"] = warm_cpu / c_cpu if c_cpu else None
+    if https:
+        out["pooled_vs_per_request"] = paired_ratio(https["samples"], "pooled", "per_request")
+        out["per_request_resumed_vs_per_request"] = paired_ratio(https["samples"], "per_request_resumed", "per_request")
+    if app:
+        out["app_vs_library_4_clients"] = app["app_4_clients"]["rate"] / app["library_4_threads"]["rate"]
+    return out
+
+
+def goals(r, app, memory):
+    """[(goal, measured text, passed or None when not measured)]."""
+    def check(name, value, ok, shown):
+        return (name, shown if value is not None else "not measured", ok(value) if value is not None else None)
+
+    mem = memory or {}
+    private = mem.get("private_ca")
+    capath = mem.get("default_capath")
+    return [
+        check("warm >= 0.97x static", r.get("warm_vs_static"), lambda v: v >= 0.97, f"{r.get('warm_vs_static', 0):.3f}x"),
+        check("cold >= 0.8x static (memfd)", r.get("cold_memfd_vs_static"), lambda v: v >= 0.8,
+              f"{r.get('cold_memfd_vs_static', 0):.3f}x"),
+        check("cold >= 0.8x static (temp file tier)", r.get("cold_tempfile_vs_static"), lambda v: v >= 0.8,
+              f"{r.get('cold_tempfile_vs_static', 0):.3f}x"),
+        check("warm >= 10x naive", r.get("warm_vs_naive"), lambda v: v >= 10, f"{r.get('warm_vs_naive', 0):.1f}x"),
+        check("resumed >= 2x full", r.get("resumed_vs_full"), lambda v: v >= 2, f"{r.get('resumed_vs_full', 0):.2f}x"),
+        check("pooled >= 10x per-request", r.get("pooled_vs_per_request"), lambda v: v >= 10,
+              f"{r.get('pooled_vs_per_request', 0):.1f}x"),
+        check("app overhead beyond Datastore read + handshake <= 1.5 ms",
+              app and app["overhead_ms"], lambda v: v <= 1.5, f"{(app or {}).get('overhead_ms', 0):.2f} ms"),
+        check("  same, the WSGI call in-process (no gunicorn/HTTP hop)",
+              app and app["app_overhead_in_process_ms"], lambda v: v <= 1.5,
+              f"{(app or {}).get('app_overhead_in_process_ms', 0):.2f} ms"),
+        check("1,000 private-CA identities <= 40 MB RSS", private and private["rss_kb"],
+              lambda v: v <= 40 * 1024, f"{(private or {}).get('rss_kb', 0) / 1024:.1f} MB"),
+        check("default-store context <= 1 ms", capath and capath["build_ms"], lambda v: v <= 1.0,
+              f"{(capath or {}).get('build_ms', 0):.2f} ms"),
+        check("default-store context <= 64 KB", capath and capath["rss_kb"] / capath["count"],
+              lambda v: v <= 64, f"{(capath or {}).get('rss_kb', 0) / max((capath or {}).get('count', 1), 1):.1f} KB"),
+    ]
+
+
+def _rows(title, rows, summary, base, extra=None):
+    lines = [title, f"  {'path':<52} {'rate/s':>8} {'(min..max)':>15} {'CPU µs/op':>10} {'vs ' + base:>10}"]
+    for key, label in rows:
+        if key not in summary:
+            continue
+        s = summary[key]
+        vs = s["rate"] / summary[base]["rate"] if base in summary else None
+        note = (extra or {}).get(key, "")
+        cpu = f"{s['cpu_us']:.0f}" if s.get("cpu_us") else "-"
+        spread = f"({s['rate_min']:.0f}..{s['rate_max']:.0f})"
+        versus = f"{vs:.2f}x" if vs else "-"
+        lines.append(f"  {label:<52} {s['rate']:>8.0f} {spread:>15} {cpu:>10} {versus:>10}"
+                     + (f"  {note}" if note else ""))
+    return lines
+
+
+def table(result):
+    """The human-readable report."""
+    meta, lines = result["meta"], []
+    lines.append(f"dyncert bench — {meta['python']} / {meta['openssl']} / {meta['cpus']} CPUs / "
+                 f"{meta['rounds']} rounds x {meta['duration']} s per path, order rotated, medians")
+    hs, https, app, mem = result.get("handshakes"), result.get("https"), result.get("app"), result.get("memory")
+    if hs:
+        reused = {k: f"session_reused {a}/{n}" for k, (a, n) in hs["reused"].items()}
+        lines += [""] + _rows(f"Handshakes against openssl s_server -Verify 1 ({hs['tls_version']}), "
+                              "connect + handshake + close", HANDSHAKE_ROWS, hs["summary"], "static", reused)
+    if https:
+        reused = {k: f"session_reused {a}/{n}" for k, (a, n) in https["reused"].items()}
+        reused["pooled"] = f"{https['pool_connections']} connection(s) opened"
+        lines += [""] + _rows(f"HTTPS GET / against nginx ssl_verify_client on ({https['tls_version']})",
+                              HTTPS_ROWS, https["summary"], "per_request", reused)
+    if app:
+        p = app["pieces_ms"]
+        lines += ["", f"App end to end: POST .../handshake via gunicorn (1 worker, 8 threads), peer s_server "
+                      f"({app['tls_version']})",
+                  f"  app, 4 concurrent clients            {app['app_4_clients']['rate']:>8.0f} calls/s",
+                  f"  bare library, 4 threads              {app['library_4_threads']['rate']:>8.0f} calls/s"
+                  f"   app/library {result['ratios']['app_vs_library_4_clients']:.2f}x",
+                  f"  single client, median per call ({app['calls']} calls): {app['e2e_ms']:.2f} ms =",
+                  f"    Datastore read {p['datastore_read']:.2f} + unseal {p['unseal']:.3f} + identity "
+                  f"{p['identity']:.3f} + context lookup {p['context_lookup']:.3f} + handshake {p['handshake']:.2f}"
+                  f" + everything else {app['everything_else_ms']:.2f} ms",
+                  f"  overhead beyond Datastore read + handshake: {app['overhead_ms']:.2f} ms via gunicorn; "
+                  f"{app['app_overhead_in_process_ms']:.2f} ms for the same WSGI call in-process "
+                  f"({app['wsgi_in_process_ms']:.2f} ms)",
+                  f"  gunicorn + HTTP floor (GET /healthz, keep-alive): {app['gunicorn_http_floor_ms']:.2f} ms"]
+    if mem:
+        pc, cp, cb = mem["private_ca"], mem["default_capath"], mem["default_bundle"]
+        lines += ["", "Memory (fresh interpreter, VmRSS growth; identities made before counting)",
+                  f"  {pc['count']} cached contexts, private CA each: {pc['rss_kb'] / 1024:.1f} MB "
+                  f"({pc['rss_kb'] / pc['count']:.1f} KB each), build {pc['build_ms']:.2f} ms median",
+                  f"  default store via capath {cp['capath']}: {cp['rss_kb'] / cp['count']:.1f} KB, "
+                  f"{cp['build_ms']:.2f} ms per context ({cp['count']} contexts)",
+                  f"  default store via bundle file {cb['cafile']}: {cb['rss_kb'] / cb['count']:.0f} KB, "
+                  f"{cb['build_ms']:.1f} ms per context ({cb['count']} contexts)",
+                  f"  dyncert's automatic default trust: {mem['auto_trust']}"]
+    r = result["ratios"]
+    if "python_vs_c_cpu_per_handshake" in r:
+        lines += ["", f"Python/C: dyncert warm {r['warm_vs_limit_rate']:.2f}x the rate of openssl s_time; "
+                      f"client CPU per handshake {r['python_vs_c_cpu_per_handshake']:.2f}x s_time's"]
+    lines += ["", "Goals (ratios are medians of per-round ratios)"]
+    for name, shown, ok in result["goals"]:
+        mark = {True: "PASS", False: "FAIL", None: "----"}[ok]
+        lines.append(f"  {mark}  {name:<58} {shown}")
+    for note in result.get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)

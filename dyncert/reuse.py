@@ -1,0 +1,81 @@
+"""TLS sessions and keep-alive pools, kept on the SSLContext they belong to.
+
+A context presents exactly one identity (the cache keys it by content), so what is kept on it
+can never serve another identity, and a rotated certificate is a new context: nothing carries
+over. Python itself refuses a session made under another context (ValueError), a second guard.
+"""
+
+import collections
+import threading
+
+MAX_PEERS = 16  # peers whose session and pool are kept per context (LRU), i.e. per identity
+ENABLED = True  # benchmarks switch reuse off to measure full handshakes and fresh connections
+
+_ATTRIBUTE = "_dyncert_reuse"
+_create_lock = threading.Lock()
+
+
+class _Reuse:
+    """The sessions and pools of one context, by peer key."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sessions = collections.OrderedDict()
+        self.pools = collections.OrderedDict()
+
+
+def _of(context):
+    state = getattr(context, _ATTRIBUTE, None)
+    if state is None:
+        with _create_lock:
+            state = getattr(context, _ATTRIBUTE, None)
+            if state is None:
+                state = _Reuse()
+                setattr(context, _ATTRIBUTE, state)  # dies with the context when the cache drops it
+    return state
+
+
+def _put(mapping, key, value):
+    mapping[key] = value
+    mapping.move_to_end(key)
+    while len(mapping) > MAX_PEERS:
+        _, dropped = mapping.popitem(last=False)
+        if hasattr(dropped, "close"):
+            dropped.close()
+
+
+def session(context, peer):
+    """The TLS session to offer `peer` under `context`, or None."""
+    if not ENABLED:
+        return None
+    state = _of(context)
+    with state.lock:
+        return state.sessions.get(peer)
+
+
+def remember(context, peer, sock):
+    """Keep the session of a finished exchange with `peer` for the next connection."""
+    if not ENABLED:
+        return
+    current = sock.session
+    # TLS 1.3 sessions are resumable only once the server's ticket has been read.
+    if current is None or (sock.version() == "TLSv1.3" and not current.has_ticket):
+        return
+    state = _of(context)
+    with state.lock:
+        _put(state.sessions, peer, current)
+
+
+def pool(context, peer, make):
+    """The keep-alive pool for `peer` under `context`, made by `make()` the first time (None: reuse off)."""
+    if not ENABLED:
+        return None
+    state = _of(context)
+    with state.lock:
+        found = state.pools.get(peer)
+        if found is not None:
+            state.pools.move_to_end(peer)
+            return found
+        made = make()
+        _put(state.pools, peer, made)
+        return made
