@@ -41,7 +41,7 @@ def wait_until_listening(port, process, what, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited at start (see local/*.log).")
+            raise RuntimeError(f"{what} exited at start (see {LOCAL}/*.log).")
         if not port_free(port):
             return
         time.sleep(0.1)
@@ -139,7 +139,7 @@ def main():
   Admin token:        {token}
   Demo mTLS peer:     https://localhost:{https_port}/ (echo on port {echo_port})
   Datastore emulator: {env['DATASTORE_EMULATOR_HOST']}
-  Logs:               local/*.log
+  Logs:               {os.path.join(LOCAL, "*.log")}
 
   Sign in at {base}/signin with the token, or:
     curl -H 'Authorization: Bearer {token}' {base}/api/v1/identities
@@ -147,7 +147,7 @@ def main():
 """, flush=True)
         while all(p.poll() is None for _, p in stack.processes):
             time.sleep(0.5)
-        print("A process exited; stopping (see local/*.log).", flush=True)
+        print(f"A process exited; stopping (see {LOCAL}/*.log).", flush=True)
         return 1
     except KeyboardInterrupt:
         print("\nStopping ...", flush=True)
