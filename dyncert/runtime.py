@@ -10,7 +10,7 @@ SUPPORTED = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
 def tls_versions():
     """TLS versions this OpenSSL build offers among those dyncert allows."""
     flags = {ssl.TLSVersion.TLSv1_2: ssl.HAS_TLSv1_2, ssl.TLSVersion.TLSv1_3: ssl.HAS_TLSv1_3}
-    return [v.name for v in SUPPORTED if flags[v]]
+    return [v.name.replace("_", ".") for v in SUPPORTED if flags[v]]  # "TLSv1.2", as ssl reports it
 
 
 def facts():
