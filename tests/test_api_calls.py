@@ -199,3 +199,13 @@ def test_fetch_verifies_the_server_by_default(datastore, settings, world, tmp_pa
         metadata = default.post("/api/v1/fetch", json.dumps({"url": "https://169.254.169.254/"}),
                                 content_type="application/json", status=400).json
         assert metadata["error"]["code"] == "target_not_allowed"
+
+
+def test_trusting_only_the_servers_issuing_intermediate(admin, world):
+    servers_ca = world["pki"].root.create_child_ca()
+    server = pki.server_cert(servers_ca)  # the peer sends leaf + intermediate
+    with PythonTLSPeer(server, world["pki"].ca_pem) as peer:
+        store(admin, world["client"], servers_ca.cert_pem.bytes(), peer.port)
+        assert call(admin, "handshake")["ok"]
+        store(admin, world["client"], world["pki"].clients_ca.cert_pem.bytes(), peer.port)
+        assert remote_code(admin) == "unknown_ca"  # another intermediate of the same root is not enough
