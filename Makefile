@@ -9,7 +9,7 @@ VENV312 := .venv312
 STAMP312 := $(VENV312)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: run test test311 test312 bench clean
+.PHONY: run test test311 test312 bench clean preflight deploy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VENV312) local artifacts .pytest_cache
+
+# Deploy: the preflight (configs parse with gcloud's own parsers, KMS_KEY_NAME set or
+# ALLOW_LOCAL_KEK=1, requirements pinned, no secrets in the upload set, a project), then deploy.
+DEPLOY_CONFIGS := app.yaml cron.yaml $(wildcard index.yaml)
+PREFLIGHT_ARGS ?=
+
+preflight: $(STAMP)
+	$(VENV)/bin/python -m tools.preflight $(PREFLIGHT_ARGS)
+
+deploy: preflight
+	gcloud app deploy $(DEPLOY_CONFIGS) $(DEPLOY_ARGS)

@@ -1,0 +1,117 @@
+"""GET /cron/expiry: who may run it, and the structured warnings it logs."""
+
+import datetime
+import json
+import logging
+
+import pytest
+import trustme
+import webtest
+from google.cloud import ndb
+
+import main
+import models
+import settings as settings_module
+from conftest import ADMIN_TOKEN
+
+UTC = datetime.timezone.utc
+CRON = {"X-Appengine-Cron": "true"}
+
+
+def make_identity(not_before, not_after):
+    """A (chain, key) PEM pair valid over the given window."""
+    leaf = trustme.CA().issue_cert("carol@example.com", common_name="carol",
+                                   not_before=not_before, not_after=not_after)
+    return (b"".join(p.bytes() for p in leaf.cert_chain_pems).decode(), leaf.private_key_pem.bytes().decode())
+
+
+@pytest.fixture
+def on_app_engine(datastore, tmp_path):
+    """The app as it runs on App Engine (GAE_ENV=standard), with a local KEK allowed for the test."""
+    config = settings_module.from_environ({"GAE_ENV": "standard", "ALLOW_LOCAL_KEK": "1"},
+                                          local_kek_file=str(tmp_path / "kek.bin"))
+    assert config.on_app_engine
+    return webtest.TestApp(main.create_app(config))
+
+
+@pytest.fixture
+def stored(admin, upload, settings):
+    """carol/1 expires in 10 days (stored through the API), carol/2 expired 3 days ago, asalieri/1 is fine."""
+    now = datetime.datetime.now(UTC)
+    admin.put_json("/api/v1/employees/asalieri/addresses/1", upload, status=201)
+    cert, key = make_identity(now - datetime.timedelta(days=80), now + datetime.timedelta(days=10, hours=1))
+    admin.put_json("/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)
+    cert, key = make_identity(now - datetime.timedelta(days=100), now - datetime.timedelta(days=3, hours=1))
+    # The API refuses an expired certificate (certificate_expired): store it as of a time it was valid.
+    with ndb.Client().context(cache_policy=False, global_cache_policy=False):
+        models.put_identity("carol", 2, dict(upload, cert=cert, key=key), settings,
+                            now=now - datetime.timedelta(days=50))
+
+
+def test_anonymous_callers_are_refused(client):
+    response = client.get("/cron/expiry", status=401)
+    assert response.json["error"]["code"] == "unauthenticated"
+
+
+def test_the_cron_header_is_not_trusted_off_app_engine(client):
+    # Anyone can send X-Appengine-Cron to `make run` or gunicorn: only App Engine strips it.
+    client.get("/cron/expiry", headers=CRON, status=401)
+
+
+def test_app_engine_cron_may_run_it(on_app_engine):
+    assert on_app_engine.get("/cron/expiry", headers=CRON, status=200).json == {"expired": [], "expiring": []}
+
+
+def test_on_app_engine_other_callers_still_need_the_header_or_an_admin(on_app_engine):
+    on_app_engine.get("/cron/expiry", status=401)
+    on_app_engine.get("/cron/expiry", headers={"X-Appengine-Cron": "false"}, status=401)
+    signed_in = {"X-Appengine-User-Email": "ops@example.com", "X-Appengine-User-Is-Admin": "0"}
+    on_app_engine.get("/cron/expiry", headers=signed_in, status=403)
+    signed_in["X-Appengine-User-Is-Admin"] = "1"
+    on_app_engine.get("/cron/expiry", headers=signed_in, status=200)
+
+
+def test_an_admin_may_run_it(admin):
+    assert admin.get("/cron/expiry", status=200).json == {"expired": [], "expiring": []}
+
+
+def warnings_logged(caplog):
+    return [json.loads(r.getMessage()) for r in caplog.records
+            if r.name == "dyncert.expiry" and r.levelno == logging.WARNING]
+
+
+def test_expired_and_expiring_identities_are_logged_as_structured_warnings(admin, stored, caplog):
+    caplog.set_level(logging.WARNING, logger="dyncert.expiry")
+    report = admin.get("/cron/expiry").json
+    assert [e["identity"] for e in report["expired"]] == ["carol/2"]
+    assert [e["identity"] for e in report["expiring"]] == ["carol/1"]
+    expired, expiring = warnings_logged(caplog)
+    assert expired["event"] == "certificate_expired" and expired["identity"] == "carol/2"
+    assert expired["days_left"] < 0
+    assert expiring["event"] == "certificate_expiring" and expiring["identity"] == "carol/1"
+    assert expiring["days_left"] == 10 and expiring["subject"].startswith("CN=carol,")
+    assert expiring["not_after"].endswith("Z")
+    assert "PRIVATE KEY" not in caplog.text
+
+
+def test_the_warning_window_is_a_parameter(admin, stored, caplog):
+    caplog.set_level(logging.WARNING, logger="dyncert.expiry")
+    report = admin.get("/cron/expiry?days=5").json
+    assert report["expiring"] == [] and [e["identity"] for e in report["expired"]] == ["carol/2"]
+    assert [w["event"] for w in warnings_logged(caplog)] == ["certificate_expired"]
+    # A malformed window falls back to the default 30 days.
+    assert len(admin.get("/cron/expiry?days=soon").json["expiring"]) == 1
+
+
+def test_valid_identities_log_nothing(admin, upload, caplog):
+    caplog.set_level(logging.WARNING, logger="dyncert.expiry")
+    admin.put_json("/api/v1/employees/asalieri/addresses/1", upload, status=201)
+    assert admin.get("/cron/expiry").json == {"expired": [], "expiring": []}
+    assert warnings_logged(caplog) == []
+
+
+def test_the_admin_list_flags_the_same_identities(admin, stored):
+    rows = {r["id"]: r.select_one(".status").text for r in admin.get("/admin").html.select("tr.identity")}
+    assert rows["identity-carol-1"] == "expires in 10 days"
+    assert rows["identity-carol-2"] == "expired"
+    assert rows["identity-asalieri-1"] == "valid"
