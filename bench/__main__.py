@@ -36,26 +36,26 @@ def handshakes(p, peer, args, cold):
     """The handshake paths, rotated round by round; s_time runs 1 s (its smallest -time)."""
     hs = paths.Paths(p, peer.port, cold)
     ops = {"limit": lambda d: peers.s_time(p, peer.port, 1)}
-    for name in ("static", "naive", "warm", "cold_memfd", "cold_tempfile", "full", "resumed",
-                 "resumed_no_nodelay", "calls_handshake"):
+    for name in ("static", "naive", "warm", "cold_memfd", "cold_tempfile", "cold_tempfile_tmpfs", "full", "resumed"):
         ops[name] = timing.timed(getattr(hs, "run_" + name))
     if not paths.memfd_tier_works():
         del ops["cold_memfd"]
+    if not paths.tmpfs_available():
+        del ops["cold_tempfile_tmpfs"]
     samples = timing.alternate(ops, args.rounds, args.duration, progress=log)
     return {"tls_version": SESSION_TLS[args.tls], "samples": samples, "reused": hs.reused,
             "summary": {name: timing.summarize(s) for name, s in samples.items()}}
 
 
 def requests(p, port, args):
-    """HTTPS GET paths against nginx: per request, per request resumed, pooled."""
-    req = https.Requests(paths.Paths(p, port, []), port)
-    who = req.who()
-    ops = {name: timing.timed(getattr(req, "run_" + name)) for name in
-           ("per_request", "per_request_resumed", "per_request_resumed_no_nodelay", "pooled")}
-    samples = timing.alternate(ops, args.rounds, args.duration, progress=log)
-    req.pools.close()
+    """HTTPS GET paths against nginx: calls.https_request pooled (reuse on) vs one connection per request (off)."""
+    with https.counting_connections() as opened:
+        req = https.Requests(paths.Paths(p, port, []), port, opened)
+        who = req.who()
+        ops = {name: timing.timed(getattr(req, "run_" + name)) for name in ("per_request", "pooled")}
+        samples = timing.alternate(ops, args.rounds, args.duration, progress=log)
     return {"tls_version": who.get("protocol"), "peer_saw": who.get("subject"), "samples": samples,
-            "reused": req.reused, "pool_connections": req.pools.opened,
+            "reused": req.reused, "connections": req.opened,
             "summary": {name: timing.summarize(s) for name, s in samples.items()}}
 
 

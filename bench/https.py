@@ -1,107 +1,61 @@
-"""HTTPS requests over mTLS: one connection per request (dyncert today) vs keep-alive pools per identity."""
+"""HTTPS requests over mTLS with calls.https_request: keep-alive pool per identity vs one connection per request."""
 
+import contextlib
 import json
-import threading
-
-import urllib3
 
 from dyncert import calls, targets
 
 from . import paths
 
-HEADERS = {"Host": "localhost", "User-Agent": "dyncert-bench"}
-TIMEOUTS = calls.Timeouts(connect=5, handshake=5, read=5)
+HEADERS = {"Host": "localhost"}
 
 
-class PoolStore:
-    """Prototype: one keep-alive urllib3 pool per (identity, trust, TLS version, target), LRU-free for brevity.
+@contextlib.contextmanager
+def counting_connections():
+    """Count the TLS connections dyncert opens (calls.open_tls wrapped for the duration; restored after)."""
+    original, opened = calls.open_tls, [0]
 
-    The key holds the identity's content_id, so a connection never carries another identity's
-    request, and a rotated certificate (new content_id) gets a new pool on the very next call.
-    """
+    def open_tls(*args, **kwargs):
+        opened[0] += 1
+        return original(*args, **kwargs)
 
-    def __init__(self, maxsize=4):
-        self._pools, self._lock, self.maxsize = {}, threading.Lock(), maxsize
-        self.opened = 0
-
-    def pool(self, ctx, key, target):
-        with self._lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = self._pools[key] = calls._MTLSPool(
-                    target.host, target.port, maxsize=self.maxsize, block=False, retries=False,
-                    timeout=urllib3.Timeout(connect=TIMEOUTS.connect, read=TIMEOUTS.read),
-                    dyncert_open=lambda: self._open(ctx, target))
-            return pool
-
-    def _open(self, ctx, target):
-        self.opened += 1
-        return calls.open_tls(ctx, target, TIMEOUTS)[0]
-
-    def close(self):
-        with self._lock:
-            for pool in self._pools.values():
-                pool.close()
-            self._pools.clear()
-
-
-def _get(pool):
-    response = pool.urlopen("GET", "/", headers=HEADERS, retries=False, redirect=False)
-    if response.status != 200:
-        raise RuntimeError(f"peer answered {response.status}")
-    return response.data
+    calls.open_tls = open_tls
+    try:
+        yield opened
+    finally:
+        calls.open_tls = original
 
 
 class Requests:
-    """The request paths against one keep-alive peer (nginx, else any HTTP/1.1 mTLS peer)."""
+    """The request paths against one keep-alive peer (nginx): calls.https_request with reuse on and off."""
 
-    def __init__(self, paths_, port):
+    def __init__(self, paths_, port, opened):
         self.p = paths_
+        self.counter = opened  # from counting_connections(), around the whole group
         self.target = targets.Target("127.0.0.1", port, paths.SNI)
-        self.pools = PoolStore()
-        self.sessions = paths.SessionStore()
-        self.reused = {"per_request_resumed": [0, 0], "per_request_resumed_no_nodelay": [0, 0]}
+        self.reused = {"per_request": [0, 0], "pooled": [0, 0]}  # [session_reused, requests]
+        self.opened = {"per_request": 0, "pooled": 0}
+        self.last_body = None
 
-    def key(self, identity):
-        return (identity.content_id, ("pem", self.p.pki.ca_pem), None, self.target)
+    def _request(self, name, enabled):
+        before = self.counter[0]
+        with paths.reuse_switched(enabled):
+            result = calls.https_request(self.p.warm_context(), self.target, self.p.identity.fingerprint_sha256,
+                                         headers=HEADERS, timeouts=paths.TIMEOUTS)
+        if result["status"] != 200:
+            raise RuntimeError(f"peer answered {result['status']}: {result['body'][:200]}")
+        self.reused[name][0] += result["tls"]["session_reused"]
+        self.reused[name][1] += 1
+        self.opened[name] += self.counter[0] - before
+        self.last_body = result["body"]
 
     def run_per_request(self):
-        result = calls.https_request(self.p.warm_context(), self.target, self.p.identity.fingerprint_sha256,
-                                     headers={"Host": "localhost"}, timeouts=TIMEOUTS)
-        if result["status"] != 200:
-            raise RuntimeError(result)
+        self._request("per_request", False)
 
     def run_pooled(self):
-        ctx = self.p.warm_context()
-        _get(self.pools.pool(ctx, self.key(self.p.identity), self.target))
-
-    def _resumed(self, name, nodelay):
-        ctx = self.p.warm_context()
-        peer = (self.target.host, self.target.port, self.target.sni)
-        opened = []
-
-        def open_sock():
-            sock = ctx.wrap_socket(paths.connect(self.target.port, nodelay), server_hostname=self.target.sni,
-                                   session=self.sessions.get(ctx, peer))
-            opened.append(sock)
-            return sock
-
-        pool = calls._MTLSPool(self.target.host, self.target.port, maxsize=1, retries=False, dyncert_open=open_sock)
-        try:
-            _get(pool)
-            self.sessions.put(ctx, peer, opened[0].session)
-            self.reused[name][0] += opened[0].session_reused
-            self.reused[name][1] += 1
-        finally:
-            pool.close()
-
-    def run_per_request_resumed(self):
-        self._resumed("per_request_resumed", True)
-
-    def run_per_request_resumed_no_nodelay(self):
-        self._resumed("per_request_resumed_no_nodelay", False)
+        self._request("pooled", True)
 
     def who(self):
-        """The subject the peer saw on a pooled request (proves the client certificate was presented)."""
-        ctx = self.p.warm_context()
-        return json.loads(_get(self.pools.pool(ctx, self.key(self.p.identity), self.target)))
+        """What the peer saw on a pooled request: subject and protocol (proves the client certificate was sent)."""
+        self.run_pooled()
+        return json.loads(self.last_body)

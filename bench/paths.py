@@ -1,28 +1,39 @@
 """The handshake paths: one callable per path, each doing one TCP connect + mTLS handshake + close."""
 
+import contextlib
 import os
 import socket
 import ssl
 import tempfile
-import weakref
 
-from dyncert import calls, context
+from dyncert import calls, context, reuse
 from dyncert.targets import Target
 
 SNI = "localhost"
-TICKET_TIMEOUTS = calls.Timeouts(connect=5, handshake=5, read=5)
+TIMEOUTS = calls.Timeouts(connect=5, handshake=5, read=5)
+TMPFS = "/dev/shm"
 
 
-def connect(port, nodelay=True):
-    """A TCP connection to the loopback peer (TCP_NODELAY on unless told otherwise)."""
+@contextlib.contextmanager
+def reuse_switched(enabled):
+    """dyncert's session resumption and keep-alive pools on or off for one call (restored after)."""
+    previous = reuse.ENABLED
+    reuse.ENABLED = enabled
+    try:
+        yield
+    finally:
+        reuse.ENABLED = previous
+
+
+def connect(port):
+    """A TCP connection to the loopback peer, TCP_NODELAY set (as dyncert sets it)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    if nodelay:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return raw
 
 
 def shake(ctx, port):
-    """Connect, handshake, close: the unit every context path is timed with."""
+    """Connect, handshake, close: the unit every raw-socket context path is timed with."""
     with ctx.wrap_socket(connect(port), server_hostname=SNI):
         pass
 
@@ -49,37 +60,6 @@ def naive_context(pki):
     return ctx
 
 
-class SessionStore:
-    """Prototype: TLS sessions kept per (context, peer); a context presents exactly one identity.
-
-    Keyed on the context object itself (weakly): ssl refuses a session from another
-    SSLContext anyway, and a content-keyed context cache means one context per identity.
-    """
-
-    def __init__(self):
-        self._sessions = weakref.WeakKeyDictionary()
-
-    def get(self, ctx, peer):
-        return self._sessions.get(ctx, {}).get(peer)
-
-    def put(self, ctx, peer, session):
-        if session is not None and (session.has_ticket or session.id):
-            self._sessions.setdefault(ctx, {})[peer] = session
-
-
-def shake_session(ctx, port, store, resume=True, nodelay=True):
-    """Connect and handshake offering a stored session; wait for the ticket (as calls does), keep it.
-
-    Returns session_reused. TLS 1.3 tickets arrive after the handshake: _await_verdict reads them.
-    """
-    peer = ("127.0.0.1", port, SNI)
-    session = store.get(ctx, peer) if resume else None
-    with ctx.wrap_socket(connect(port, nodelay), server_hostname=SNI, session=session) as sock:
-        calls._await_verdict(sock, TICKET_TIMEOUTS.handshake)
-        store.put(ctx, peer, sock.session)
-        return sock.session_reused
-
-
 class Paths:
     """Every handshake path as a zero-argument callable, sharing one PKI and one peer."""
 
@@ -91,9 +71,8 @@ class Paths:
         self.cold_cache = context.ContextCache(maxsize=4)  # smaller than the identity ring: always a miss
         self.cold = cold_identities
         self._next = 0
-        self.sessions = SessionStore()
         self.target = Target("127.0.0.1", port, SNI)
-        self.reused = {"resumed": [0, 0], "resumed_no_nodelay": [0, 0]}
+        self.reused = {"full": [0, 0], "resumed": [0, 0]}  # [session_reused, calls]
 
     def warm_context(self):
         return self.cache.client_context(self.identity, self.pki.ca_pem)
@@ -107,15 +86,17 @@ class Paths:
     def run_warm(self):
         shake(self.warm_context(), self.port)
 
-    def _cold(self, memfd):
+    def _cold(self, memfd, tmpdir=None):
         identity = self.cold[self._next % len(self.cold)]
         self._next += 1
-        previous = context.MEMFD_ENABLED
+        previous, previous_tmp = context.MEMFD_ENABLED, tempfile.tempdir
         context.set_memfd_enabled(memfd)
+        tempfile.tempdir = tmpdir or previous_tmp
         try:
             ctx = self.cold_cache.client_context(identity, self.pki.ca_pem)
         finally:
             context.set_memfd_enabled(previous)
+            tempfile.tempdir = previous_tmp
         shake(ctx, self.port)
 
     def run_cold_memfd(self):
@@ -124,22 +105,33 @@ class Paths:
     def run_cold_tempfile(self):
         self._cold(False)
 
-    def run_full(self):
-        shake_session(self.warm_context(), self.port, self.sessions, resume=False)
+    def run_cold_tempfile_tmpfs(self):
+        """The temp file tier with its directory on tmpfs (App Engine's /tmp is in memory)."""
+        self._cold(False, TMPFS)
 
-    def _resumed(self, name, nodelay):
-        reused = shake_session(self.warm_context(), self.port, self.sessions, nodelay=nodelay)
-        self.reused[name][0] += reused
+    def _handshake(self, name, enabled):
+        """calls.handshake() as the app calls it (checked address, verdict wait, TLS facts), reuse on or off."""
+        with reuse_switched(enabled):
+            result = calls.handshake(self.warm_context(), self.target, self.identity.fingerprint_sha256,
+                                     timeouts=TIMEOUTS)
+        self.reused[name][0] += result["session_reused"]
         self.reused[name][1] += 1
 
+    def run_full(self):
+        self._handshake("full", False)
+
     def run_resumed(self):
-        self._resumed("resumed", True)
+        self._handshake("resumed", True)
 
-    def run_resumed_no_nodelay(self):
-        self._resumed("resumed_no_nodelay", False)
 
-    def run_calls_handshake(self):
-        calls.handshake(self.warm_context(), self.target, self.identity.fingerprint_sha256, timeouts=TICKET_TIMEOUTS)
+def tmpfs_available():
+    """True when TMPFS is a directory on tmpfs (from /proc/mounts) that we can write to."""
+    try:
+        with open("/proc/mounts") as mounts:
+            on_tmpfs = any(line.split()[1:3] == [TMPFS, "tmpfs"] for line in mounts)
+    except OSError:
+        return False
+    return on_tmpfs and os.access(TMPFS, os.W_OK | os.X_OK)
 
 
 def memfd_tier_works():

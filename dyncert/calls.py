@@ -1,6 +1,7 @@
 """Outbound mTLS calls (handshake, HTTPS request, raw echo) -> result records; failures -> RemoteError codes."""
 
 import dataclasses
+import functools
 import http.client
 import select
 import socket
@@ -66,19 +67,31 @@ class TLSInfo:
     elapsed_ms: float = 0.0
 
     def to_dict(self):
-        """The JSON-ready fields of API.md."""
-        return dataclasses.asdict(self)
+        """The JSON-ready fields of API.md (a copy: the peer dict and its lists are new)."""
+        out = {field.name: getattr(self, field.name) for field in _TLS_FIELDS}
+        out["peer"] = {k: list(v) if isinstance(v, list) else v for k, v in self.peer.items()}
+        return out
+
+
+_TLS_FIELDS = dataclasses.fields(TLSInfo)
 
 
 # --- peer certificate facts ---------------------------------------------------------------
 
+@functools.lru_cache(maxsize=256)
+def _parsed_peer_facts(der):
+    """(subject, issuer, san tuple, not_after) of a DER certificate; a peer shows the same one call after call."""
+    cert = x509.load_der_x509_certificate(der)
+    return (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), tuple(san_list(cert)),
+            rfc3339(cert.not_valid_after_utc))
+
+
 def peer_facts(der):
-    """subject, issuer, san, not_after of the peer certificate (DER)."""
+    """subject, issuer, san, not_after of the peer certificate (DER); a new dict every call."""
     if der is None:
         return {"subject": None, "issuer": None, "san": [], "not_after": None}
-    cert = x509.load_der_x509_certificate(der)
-    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-            "san": san_list(cert), "not_after": rfc3339(cert.not_valid_after_utc)}
+    subject, issuer, san, not_after = _parsed_peer_facts(bytes(der))
+    return {"subject": subject, "issuer": issuer, "san": list(san), "not_after": not_after}
 
 
 def tls_info(sock, context, target, client_fingerprint):
@@ -174,30 +187,33 @@ def _await_verdict(sock, timeout):
     accept send NewSessionTicket messages (OpenSSL and Python ssl: 2 by default), so the first
     ticket is the positive sign. A non-blocking read consumes them (it raises SSLWantReadError
     once no application data is left) and `session.has_ticket` flips; an alert raises SSLError.
-    Data (a server that speaks first) or a clean close also settle it. Returns the bytes read.
+    Data (a server that speaks first) or a clean close also settle it.
+
+    Returns (bytes read, the ticketed session or None). `sock.session` copies the session
+    (CPython serialises and re-parses it, ~0.1 ms), so it is read only after a wait and a read,
+    normally once per call, and handed on to reuse.remember instead of being read again.
     """
     if sock.version() != "TLSv1.3":
-        return b""  # TLS 1.2: the server's Finished, received in the handshake, is its verdict
+        return b"", None  # TLS 1.2: the server's Finished, received in the handshake, is its verdict
     deadline = time.monotonic() + min(timeout, TICKET_WAIT)
     sock.setblocking(False)
     try:
         while True:
+            select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
             try:
                 data = sock.recv(MAX_BODY)
                 if not data:
                     raise RemoteError("connection_reset", "The peer closed the connection right after the TLS 1.3 "
                                       "handshake without a session ticket: it most likely refused the client "
                                       "certificate without saying why.")
-                return data
+                return data, None
             except ssl.SSLWantReadError:
                 pass
             session = sock.session
             if session is not None and session.has_ticket:
-                return b""
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return b""  # no ticket, no alert: accepted as far as we can tell
-            select.select([sock], [], [], remaining)
+                return b"", session
+            if time.monotonic() >= deadline:
+                return b"", None  # no ticket, no alert: accepted as far as we can tell
     finally:
         sock.settimeout(timeout)
 
@@ -215,6 +231,12 @@ def connect(target, timeouts=Timeouts(), allowed=None):
 
 def open_tls(context, target, timeouts, allowed=None, await_verdict=False):
     """A connected, handshaken SSLSocket to a checked address of `target`, and bytes read early (verdict wait)."""
+    sock, early, _ = _open_tls(context, target, timeouts, allowed, await_verdict)
+    return sock, early
+
+
+def _open_tls(context, target, timeouts, allowed, await_verdict):
+    """open_tls, plus the ticketed session the verdict wait saw (None if it read none)."""
     raw = connect(target, timeouts, allowed)
     phase = "during the TLS handshake"
     try:
@@ -226,9 +248,9 @@ def open_tls(context, target, timeouts, allowed=None, await_verdict=False):
     try:
         sock.settimeout(timeouts.handshake)
         sock.do_handshake()
-        early = _await_verdict(sock, timeouts.handshake) if await_verdict else b""
+        early, session = _await_verdict(sock, timeouts.handshake) if await_verdict else (b"", None)
         sock.settimeout(timeouts.read)
-        return sock, early
+        return sock, early, session
     except BaseException as e:
         sock.close()
         if isinstance(e, DyncertError):
@@ -247,10 +269,10 @@ def _elapsed_ms(started):
 def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=None):
     """Connect and shake hands (waiting for a TLS 1.3 server's verdict on our certificate)."""
     started = time.perf_counter()
-    sock, _ = open_tls(context, target, timeouts, allowed, await_verdict=True)
+    sock, _, session = _open_tls(context, target, timeouts, allowed, await_verdict=True)
     try:
         info = tls_info(sock, context, target, client_fingerprint)
-        reuse.remember(context, target, sock)
+        reuse.remember(context, target, sock, session)
     finally:
         sock.close()
     info.elapsed_ms = _elapsed_ms(started)
@@ -319,9 +341,13 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
     def __init__(self, *args, dyncert_open=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._dyncert_open = dyncert_open
+        self.tls_sock = self.tls_facts = None
+        self.session_kept = False
 
     def _new_conn(self):
         # Kept: http.client drops `sock` from a connection that will close, before we read TLS facts.
+        # The facts and the kept session belong to the socket: a reconnect starts them afresh.
+        self.tls_facts, self.session_kept = None, False
         self.tls_sock = self._dyncert_open()
         return self.tls_sock
 
@@ -373,9 +399,13 @@ def https_request(context, target, client_fingerprint, method="GET", path="/", h
             response = pool.urlopen(method, path, body=body or None, headers=send_headers, retries=False,
                                     redirect=False, preload_content=False, release_conn=False)
             # Read TLS facts before the body: a fully read response goes back to the pool at once.
-            sock = response.connection.tls_sock
-            info = tls_info(sock, context, target, client_fingerprint)
-            reuse.remember(context, target, sock)
+            # They hold for the connection's life: read (and the session kept) once per connection.
+            conn = response.connection
+            if conn.tls_facts is None:
+                conn.tls_facts = tls_info(conn.tls_sock, context, target, client_fingerprint)
+            if not conn.session_kept:
+                conn.session_kept = reuse.remember(context, target, conn.tls_sock)
+            info = dataclasses.replace(conn.tls_facts, client_fingerprint_sha256=client_fingerprint)
             data = response.read(MAX_BODY + 1) if method != "HEAD" else b""
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # A TLS 1.3 rejection of our certificate arrives here, as an alert on the first read.
