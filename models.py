@@ -135,7 +135,12 @@ def target_from_body(body, allowed_targets=""):
     if not host:
         raise InputError("invalid_request", "The field 'host' is required.")
     port = _field(body, "port", int, 443)
-    target = targets.validate_target(host, port, _field(body, "server_hostname", str) or None)
+    server_hostname = _field(body, "server_hostname", str) or None
+    for name, value in (("host", host), ("server_hostname", server_hostname)):
+        if value and ("-----" in value or "\n" in value):  # a pasted PEM: never echo it in the error
+            raise InputError("invalid_target", f"Expected '{name}' to be a DNS name or an IP address, "
+                                               "found multi-line or PEM text.")
+    target = targets.validate_target(host, port, server_hostname)
     targets.check_allowed(target, targets.parse_allowed(allowed_targets))
     return target
 

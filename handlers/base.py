@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import webapp2
 
@@ -25,6 +26,11 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+
+# A private key PEM block, complete or cut short: typed into any form field, it is never shown again.
+PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S)
 
 
 class ApiError(Exception):
@@ -51,7 +57,6 @@ class BaseHandler(webapp2.RequestHandler):
         return self.app.config["settings"]
 
     def dispatch(self):
-        self.response.headers.update(SECURITY_HEADERS)
         self.principal, self.auth_method = auth.identify(self.request, self.settings)
         if not self.public and self.principal is None:
             return self.refuse(self.auth_method)
@@ -103,8 +108,15 @@ class BaseHandler(webapp2.RequestHandler):
             data = json.loads(self.request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise ApiError(400, "invalid_json", f"The body is not valid UTF-8 JSON: {e}.") from None
+        except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+            raise ApiError(400, "invalid_json", "The body nests JSON arrays or objects too deeply.") from None
         if not isinstance(data, dict):
             raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+        try:  # JSON may escape a lone surrogate ("\ud800"): no UTF-8 text holds one, so refuse it here
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_json", "The body holds an unpaired UTF-16 surrogate escape "
+                                                "(\\ud800-\\udfff); send valid Unicode text.") from None
         return data
 
 
@@ -136,6 +148,9 @@ class PageHandler(BaseHandler):
 
     def render(self, template, **values):
         """Render a Jinja2 template with the common values."""
+        if isinstance(values.get("form"), dict):  # a form shown again never echoes a pasted private key
+            values["form"] = {k: PRIVATE_KEY_BLOCK.sub("", v) if isinstance(v, str) else v
+                              for k, v in values["form"].items()}
         values.setdefault("csrf_token", self.csrf())
         values.setdefault("signed_in", self.principal is not None)
         values.setdefault("principal", self.principal)
