@@ -195,6 +195,12 @@ def _await_verdict(sock, timeout):
     """
     if sock.version() != "TLSv1.3":
         return b"", None  # TLS 1.2: the server's Finished, received in the handshake, is its verdict
+    if sock.session_reused:
+        # The server accepted our certificate when it issued this ticket, and a resumed TLS 1.3
+        # handshake does not send it again: there is no new verdict to wait for. The ticket is
+        # offered again next time (RFC 8446 C.4 asks otherwise for privacy; the certificate
+        # names us anyway).
+        return b"", None
     deadline = time.monotonic() + min(timeout, TICKET_WAIT)
     sock.setblocking(False)
     try:
