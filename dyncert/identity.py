@@ -136,7 +136,7 @@ def _load_certs(blocks, code, what):
 
 def _load_key(block, password):
     """Parse one private key PEM block, mapping failures to stable codes."""
-    encrypted = block.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") or b"Proc-Type: 4,ENCRYPTED" in block
+    encrypted = block.startswith(b"-----BEGIN ENCRYPTED ") or b"Proc-Type: 4,ENCRYPTED" in block
     if not encrypted:
         password = None  # lenient: a password for an unencrypted key is ignored
     elif password is None:
@@ -306,7 +306,7 @@ class ClientIdentity:
         key_pem = _as_bytes(key_pem, "invalid_key", "the private key PEM")
         if not chain_pem.startswith(b"-----BEGIN CERTIFICATE-----"):
             raise InputError("invalid_certificate", "Expected a validated PEM chain starting with a CERTIFICATE block.")
-        if not key_pem.startswith(b"-----BEGIN PRIVATE KEY-----"):
+        if not key_pem.startswith(b"-----BEGIN %s-----" % b"PRIVATE KEY"):  # unencrypted PKCS#8
             raise InputError("invalid_key", "Expected a validated unencrypted PKCS#8 PEM private key.")
         return cls(chain_pem, key_pem)
 

@@ -117,3 +117,8 @@ def write_pem(directory, name, pem):
 def subject(cert_pem):
     """RFC 4514 subject of the first certificate in `cert_pem`."""
     return x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string()
+
+
+def pem_block(label, body="AAAA"):
+    """A PEM block of `label` around `body` (written so no key-shaped line sits in the source)."""
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n"

@@ -13,6 +13,7 @@ from google.cloud import ndb
 
 import models
 from conftest import ADMIN_TOKEN
+from pki import pem_block
 from devserver.emulator import free_port
 from handlers import admin as admin_pages
 from handlers import auth
@@ -236,7 +237,7 @@ BAD_FORMS = [
     ("invalid_certificate", "cert", lambda u: {"cert": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}, None),
     ("certificate_expired", "cert", lambda u: dict(zip(("cert", "key"), expired_chain())), None),
     ("key_mismatch", "cert", lambda u: {"key": OTHER_KEY}, None),
-    ("invalid_key", "key", lambda u: {"key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}, None),
+    ("invalid_key", "key", lambda u: {"key": pem_block("PRIVATE KEY")}, None),
     ("wrong_password", "key", lambda u: {"key": encrypted(u["key"], KEY_PASSWORD), "key_password": KEY_PASSWORD + "x"}, None),
     ("missing_password", "key", lambda u: {"key": encrypted(u["key"], KEY_PASSWORD)}, None),
     ("missing_cert", "cert", lambda u: {"cert": ""}, None),

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from conftest import ADMIN_TOKEN
+from pki import pem_block
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 
@@ -66,7 +67,7 @@ BAD_BODIES = [
     ("invalid_request", lambda u: dict(u, port="443")),
     ("invalid_request", lambda u: dict(u, host=None)),
     ("invalid_certificate", lambda u: dict(u, cert="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")),
-    ("invalid_key", lambda u: dict(u, key="-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")),
+    ("invalid_key", lambda u: dict(u, key=pem_block("PRIVATE KEY"))),
     ("key_mismatch", lambda u: dict(u, key=trustme.CA().issue_cert("x@example.com").private_key_pem.bytes().decode())),
     ("invalid_ca_certs", lambda u: dict(u, ca_certs="not a certificate")),
     ("invalid_pkcs12", lambda u: {"pkcs12": base64.b64encode(b"garbage").decode(), "host": "h.example"}),

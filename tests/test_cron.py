@@ -12,7 +12,6 @@ from google.cloud import ndb
 import main
 import models
 import settings as settings_module
-from conftest import ADMIN_TOKEN
 
 UTC = datetime.timezone.utc
 CRON = {"X-Appengine-Cron": "true"}

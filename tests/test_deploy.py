@@ -332,7 +332,7 @@ def test_preflight_refuses_key_files_gcloudignore_would_let_through(repo):
 
 
 def test_the_key_scan_ignores_code_that_only_names_the_pem_marker():
-    # dyncert/identity.py and handlers/base.py mention "-----BEGIN PRIVATE KEY-----" and do ship.
+    # dyncert/identity.py and handlers/base.py mention the PEM private-key BEGIN line and do ship.
     files = uploads(ROOT)
     assert "dyncert/identity.py" in files
     result = preflight("--skip-project", KMS_KEY_NAME=GOOD_KMS)
