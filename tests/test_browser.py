@@ -199,27 +199,14 @@ def test_failed_call_explains_what_to_check(page, demo_pki, demo_peer):
 def test_make_run_demo_test_connection_in_the_browser(browser, tmp_path):
     """After `make run`: Test connection on the seeded asalieri/1, and the request shows the peer's JSON."""
     import json
-    import signal
-    import threading
 
-    port, token = free_port(), "demo-browser-token"
-    env = dict(os.environ, PORT=str(port), DEMO_PEER_PORT=str(free_port()), DEMO_ECHO_PORT=str(free_port()),
-               ADMIN_TOKEN=token, LOCAL_DIR=str(tmp_path))
-    for name in ("DATASTORE_EMULATOR_HOST", "DATASTORE_PROJECT_ID", "GOOGLE_CLOUD_PROJECT"):
-        env.pop(name, None)
-    make = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    threading.Thread(target=lambda: lines.extend(iter(make.stdout.readline, "")), daemon=True).start()
-    context = browser.new_context(viewport=DESKTOP, base_url=f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and make.poll() is None and "Ctrl-C stops" not in "".join(lines):
-            time.sleep(0.2)
-        assert "Ctrl-C stops" in "".join(lines), "".join(lines)
+    from makerun import make_run
+
+    with make_run(tmp_path, "demo-browser-token") as run:
+        context = browser.new_context(viewport=DESKTOP, base_url=run.base)
         page = context.new_page()
         page.goto("/admin")
-        page.fill("#token", token)
+        page.fill("#token", run.token)
         page.click("main button[type=submit]")
         page.wait_for_url("**/admin")
         page.click("a[href$='/employees/asalieri/addresses/1']")
@@ -233,7 +220,4 @@ def test_make_run_demo_test_connection_in_the_browser(browser, tmp_path):
         peer_saw = json.loads(page.inner_text("#result-body"))
         assert peer_saw["fingerprint_sha256"] == fingerprint and "CN=asalieri" in peer_saw["subject"]
         shot(page, "14-make-run-demo-request.png")
-    finally:
         context.close()
-        make.send_signal(signal.SIGTERM)
-        make.wait(timeout=60)
