@@ -99,3 +99,20 @@ def demo_peer(demo_pki):
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def expiring_and_expired(admin, upload, settings):
+    """carol/1 expires in 10 days (stored through the API); carol/2 expired 3 days ago."""
+    import datetime
+
+    import models
+    from pki import pem_pair
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert, key = pem_pair(now - datetime.timedelta(days=80), now + datetime.timedelta(days=10, hours=1))
+    admin.put_json("/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)
+    cert, key = pem_pair(now - datetime.timedelta(days=100), now - datetime.timedelta(days=3, hours=1))
+    # The API refuses an expired certificate (certificate_expired): store it as of a time it was valid.
+    with ndb.Client().context(cache_policy=False, global_cache_policy=False):
+        models.put_identity("carol", 2, dict(upload, cert=cert, key=key), settings,
+                            now=now - datetime.timedelta(days=50))

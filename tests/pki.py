@@ -122,3 +122,10 @@ def subject(cert_pem):
 def pem_block(label, body="AAAA"):
     """A PEM block of `label` around `body` (written so no key-shaped line sits in the source)."""
     return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n"
+
+
+def pem_pair(not_before, not_after, name="carol"):
+    """A (chain, key) PEM text pair of a fresh CA's leaf, valid over the given window."""
+    leaf = trustme.CA().issue_cert(f"{name}@example.com", common_name=name,
+                                   not_before=not_before, not_after=not_after)
+    return b"".join(p.bytes() for p in leaf.cert_chain_pems).decode(), leaf.private_key_pem.bytes().decode()

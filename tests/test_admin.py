@@ -9,11 +9,9 @@ import webtest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from google.cloud import ndb
 
-import models
 from conftest import ADMIN_TOKEN
-from pki import pem_block
+from pki import pem_block, pem_pair
 from devserver.emulator import free_port
 from handlers import admin as admin_pages
 from handlers import auth
@@ -111,22 +109,7 @@ def test_list_shows_identities_with_target_and_status(admin, upload):
         assert line not in page.text
 
 
-def make_identity(not_before, not_after):
-    """A (chain, key) PEM pair valid over the given window."""
-    leaf = trustme.CA().issue_cert("carol@example.com", common_name="carol",
-                                   not_before=not_before, not_after=not_after)
-    return (b"".join(p.bytes() for p in leaf.cert_chain_pems).decode(), leaf.private_key_pem.bytes().decode())
-
-
-def test_list_flags_expiring_and_expired(admin, upload, settings):
-    now = datetime.datetime.now(UTC)
-    cert, key = make_identity(now - datetime.timedelta(days=80), now + datetime.timedelta(days=10, hours=1))
-    admin.put_json("/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)
-    cert, key = make_identity(now - datetime.timedelta(days=100), now - datetime.timedelta(days=3, hours=1))
-    # The upload refuses expired certificates, so this one is stored as of a time it was valid.
-    with ndb.Client().context(cache_policy=False, global_cache_policy=False):
-        models.put_identity("carol", 2, dict(upload, cert=cert, key=key), settings,
-                            now=now - datetime.timedelta(days=50))
+def test_list_flags_expiring_and_expired(admin, expiring_and_expired):
     rows = {r["id"]: r for r in admin.get("/admin").html.select("tr.identity")}
     expiring, expired = rows["identity-carol-1"], rows["identity-carol-2"]
     assert expiring.select_one(".status").text == "expires in 10 days"
@@ -227,7 +210,7 @@ def test_upload_encrypted_key_with_its_password(admin, upload):
 
 def expired_chain():
     now = datetime.datetime.now(UTC)
-    return make_identity(now - datetime.timedelta(days=30), now - datetime.timedelta(days=1))
+    return pem_pair(now - datetime.timedelta(days=30), now - datetime.timedelta(days=1))
 
 
 OTHER_KEY = trustme.CA().issue_cert("x@example.com").private_key_pem.bytes().decode()
@@ -389,7 +372,7 @@ def test_replace_prefills_non_secret_fields(admin, upload):
     assert html.select_one("#tls_version option[selected]")["value"] == "TLSv1_3"
     assert "BEGIN CERTIFICATE" in html.select_one("#ca_certs").text   # public: kept for a rotation
     assert html.select_one("#key").text == "" and html.select_one("#cert").text == ""
-    cert, key = make_identity(datetime.datetime.now(UTC) - datetime.timedelta(days=1),
+    cert, key = pem_pair(datetime.datetime.now(UTC) - datetime.timedelta(days=1),
                               datetime.datetime.now(UTC) + datetime.timedelta(days=300))
     form = page.forms["upload-form"]
     form["cert"], form["key"] = cert, key

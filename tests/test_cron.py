@@ -1,27 +1,15 @@
 """GET /cron/expiry: who may run it, and the structured warnings it logs."""
 
-import datetime
 import json
 import logging
 
 import pytest
-import trustme
 import webtest
-from google.cloud import ndb
 
 import main
-import models
 import settings as settings_module
 
-UTC = datetime.timezone.utc
 CRON = {"X-Appengine-Cron": "true"}
-
-
-def make_identity(not_before, not_after):
-    """A (chain, key) PEM pair valid over the given window."""
-    leaf = trustme.CA().issue_cert("carol@example.com", common_name="carol",
-                                   not_before=not_before, not_after=not_after)
-    return (b"".join(p.bytes() for p in leaf.cert_chain_pems).decode(), leaf.private_key_pem.bytes().decode())
 
 
 @pytest.fixture
@@ -34,17 +22,9 @@ def on_app_engine(datastore, tmp_path):
 
 
 @pytest.fixture
-def stored(admin, upload, settings):
-    """carol/1 expires in 10 days (stored through the API), carol/2 expired 3 days ago, asalieri/1 is fine."""
-    now = datetime.datetime.now(UTC)
+def stored(admin, upload, expiring_and_expired):
+    """carol/1 expires in 10 days, carol/2 expired 3 days ago, asalieri/1 is fine."""
     admin.put_json("/api/v1/employees/asalieri/addresses/1", upload, status=201)
-    cert, key = make_identity(now - datetime.timedelta(days=80), now + datetime.timedelta(days=10, hours=1))
-    admin.put_json("/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)
-    cert, key = make_identity(now - datetime.timedelta(days=100), now - datetime.timedelta(days=3, hours=1))
-    # The API refuses an expired certificate (certificate_expired): store it as of a time it was valid.
-    with ndb.Client().context(cache_policy=False, global_cache_policy=False):
-        models.put_identity("carol", 2, dict(upload, cert=cert, key=key), settings,
-                            now=now - datetime.timedelta(days=50))
 
 
 def test_anonymous_callers_are_refused(client):
