@@ -251,3 +251,18 @@ def expiry_report(now=None, warn_days=30):
                  "days_left": (entity.not_after - now).days}
         report["expired" if entity.not_after <= now else "expiring"].append(entry)
     return report
+
+
+def upload_errors(employee, address, body, settings, now=None):
+    """Every InputError a PUT of `body` would meet, each part checked on its own (forms show them all)."""
+    errors = []
+    ca_text = body.get("ca_certs")
+    checks = (lambda: address_key(employee, address), lambda: identity_from_body(body, now=now),
+              lambda: parse_ca_bundle(ca_text) if isinstance(ca_text, str) and ca_text.strip() else None,
+              lambda: target_from_body(body, settings.allowed_targets), lambda: tls_version_from_body(body))
+    for check in checks:
+        try:
+            check()
+        except InputError as e:
+            errors.append(e)
+    return errors
