@@ -41,6 +41,7 @@ def keep(settings, values, now=None):
     kept = {name: values[name] for name in SECRET_FIELDS if values.get(name)}
     if not kept.get("key") and not kept.get("pkcs12"):
         return None
+    purge_expired(now)  # abandoned drafts go when the next one comes: no cron needed
     draft_id = secrets.token_urlsafe(24)
     kek = sealing.kek_from_settings(settings)
     wrapped, sealed = sealing.seal(kek, json.dumps(kept).encode(), _context(draft_id))
@@ -75,7 +76,7 @@ def forget(draft_id):
 
 
 def purge_expired(now=None):
-    """Delete drafts past their time (the expiry cron may call this)."""
+    """Delete drafts past their time."""
     now = now or datetime.datetime.now(UTC)
     keys = UploadDraft.query(UploadDraft.expires <= now).fetch(keys_only=True)
     ndb.delete_multi(keys)

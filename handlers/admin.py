@@ -182,8 +182,46 @@ class List(AdminHandler):
         deleted = self.request.get("deleted")
         if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}/[0-9]{1,16}", deleted):
             deleted = None
-        self.render("admin/list.html", identities=[row(e, now) for e in models.list_entities()],
-                    deleted=deleted, warn_days=WARN_DAYS)
+        query = self.request.get("q").strip()[:200]
+        entities = models.list_entities()
+        shown = [e for e in entities if matches(e, query)]
+        last = models.last_calls(shown)
+        rows = [dict(row(e, now), last=last_result(last.get(f"{e.key.parent().id()}/{e.key.id()}"), now))
+                for e in shown]
+        self.render("admin/list.html", identities=rows, deleted=deleted, warn_days=WARN_DAYS, q=query,
+                    total=len(entities))
+
+
+def matches(entity, query):
+    """True when `query` (case-insensitive) is in the identity's name, subject, issuer, target or fingerprint."""
+    if not query:
+        return True
+    haystack = " ".join(str(v or "") for v in (
+        f"{entity.key.parent().id()}/{entity.key.id()}", entity.subject, entity.issuer, entity.host,
+        f"{entity.host}:{entity.port}", entity.server_hostname, entity.fingerprint_sha256))
+    return query.lower() in haystack.lower()
+
+
+def ago(moment, now):
+    """'just now', '5 min ago', '3 h ago', '2 days ago'."""
+    seconds = (now - moment).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    days = int(seconds // 86400)
+    return f"{days} day{'s' if days != 1 else ''} ago"
+
+
+def last_result(record, now):
+    """The list page's view of a LastCall record, or None."""
+    if record is None:
+        return None
+    what = record.call + (f" {record.status}" if record.status else "")
+    return {"ok": record.outcome == "ok", "outcome": record.outcome, "what": what,
+            "at": models.rfc3339(record.at), "ago": ago(record.at, now)}
 
 
 def _text(post, name):
