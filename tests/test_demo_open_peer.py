@@ -61,6 +61,16 @@ def test_own_self_signed_certificate_succeeds_against_the_open_port(admin, demo_
     assert "demo convenience" in seen["demo"] and seen["path"] == "/whoami"
 
 
+def test_repeated_calls_resume_against_the_open_port(admin, demo_pki, open_peer):
+    """dyncert resumes TLS sessions; the open port must accept a resumed handshake too."""
+    _, open_port = open_peer
+    cert_pem, key_pem, cert = self_signed()
+    store(admin, demo_pki, cert_pem, key_pem, open_port)
+    for _ in range(3):
+        reply = admin.post(BASE + "/handshake").json
+        assert reply["ok"] and reply["client_fingerprint_sha256"] == cert.fingerprint(hashes.SHA256()).hex()
+
+
 def test_the_strict_demo_port_refuses_the_same_certificate(admin, demo_pki, open_peer):
     strict_port, _ = open_peer
     cert_pem, key_pem, _ = self_signed()
