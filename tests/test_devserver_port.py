@@ -3,6 +3,7 @@
 import os
 import stat
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -76,11 +77,11 @@ def test_the_app_names_its_run_on_healthz(emulator):
             "r = app.get('/healthz')\n"
             "print(r.headers.get('X-Dyncert-Run'), r.text)\n")
     env = dict(os.environ, **emulator.environ(), DYNCERT_RUN_ID="run-1234")
-    out = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c", code], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["run-1234", "ok"], out.stderr
     env.pop("DYNCERT_RUN_ID")
-    out = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c", code], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["None", "ok"], out.stderr
 
