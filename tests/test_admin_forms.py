@@ -9,7 +9,8 @@ import drafts
 import main
 import settings as settings_module
 from conftest import ADMIN_TOKEN
-from test_admin import KEY_PASSWORD, encrypted, fingerprint, form_fields, key_lines, post_upload, stored
+from test_admin import (KEY_PASSWORD, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob, post_upload,
+                        stored)
 
 BROWSER = {"HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}", "HTTP_ACCEPT": "text/html,application/xhtml+xml"}
 
@@ -103,6 +104,16 @@ def test_a_wrong_password_keeps_the_key_and_asks_only_for_the_password(admin, up
     assert "wrong-password" not in page.text
     post_upload(admin, form_fields(upload, key="", key_password=KEY_PASSWORD, draft=draft))
     assert stored(admin)[0]["fingerprint_sha256"] == fingerprint(upload["cert"])
+
+
+def test_a_pkcs12_file_is_kept_through_a_host_typo(admin, upload):
+    blob, fp = pkcs12_blob()
+    fields = form_fields(upload, cert="", key="", pkcs12_password="p12-secret-pass", host="bad host!")
+    page = post_upload(admin, fields, [("pkcs12file", "dave.p12", blob)], status=400)
+    assert marked(page.html) == ["host"] and "p12-secret-pass" not in page.text
+    draft = page.html.select_one("input[name=draft]")["value"]
+    post_upload(admin, form_fields(upload, cert="", key="", pkcs12_password="", draft=draft))
+    assert stored(admin)[0]["fingerprint_sha256"] == fp
 
 
 def test_a_mistyped_admin_url_is_a_styled_404_page_for_a_signed_in_browser(app):
