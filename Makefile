@@ -9,7 +9,7 @@ VENV312 := .venv312
 STAMP312 := $(VENV312)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: run test test311 test312 bench clean preflight deploy
+.PHONY: run test test311 test312 bench bench-quick clean preflight deploy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,15 @@ test312:
 	  $(VENV312)/bin/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS); \
 	else echo "test312: the Google Cloud CLI's bundled Python 3.12 is not installed; skipped"; fi
 
+# `make bench`, `make bench QUICK=1` or `make bench-quick` (~20 s, noisy: indicative only), BENCH_ARGS=--json ...
+QUICK ?=
+BENCH_ARGS ?=
+
 bench: $(STAMP)
-	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+bench-quick:
+	$(MAKE) --no-print-directory bench QUICK=1
 
 clean:
 	rm -rf $(VENV) $(VENV312) local artifacts .pytest_cache

@@ -4,6 +4,7 @@ import base64
 import binascii
 import datetime
 import re
+import time
 from dataclasses import dataclass
 
 from google.cloud import ndb
@@ -251,3 +252,51 @@ def expiry_report(now=None, warn_days=30):
                  "days_left": (entity.not_after - now).days}
         report["expired" if entity.not_after <= now else "expiring"].append(entry)
     return report
+
+
+def upload_errors(employee, address, body, settings, now=None):
+    """Every InputError a PUT of `body` would meet, each part checked on its own (forms show them all)."""
+    errors = []
+    ca_text = body.get("ca_certs")
+    checks = (lambda: address_key(employee, address), lambda: identity_from_body(body, now=now),
+              lambda: parse_ca_bundle(ca_text) if isinstance(ca_text, str) and ca_text.strip() else None,
+              lambda: target_from_body(body, settings.allowed_targets), lambda: tls_version_from_body(body))
+    for check in checks:
+        try:
+            check()
+        except InputError as e:
+            errors.append(e)
+    return errors
+
+
+class LastCall(ndb.Model):
+    """The last test call of one identity (when and what; never a secret). Id: 'employee/address'."""
+
+    at = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+    call = ndb.TextProperty()      # handshake, request or echo
+    outcome = ndb.TextProperty()   # "ok" or the error code
+    status = ndb.IntegerProperty(indexed=False)  # the HTTP status of a request
+    elapsed_ms = ndb.FloatProperty(indexed=False)
+
+
+RECORD_EVERY = 10.0  # seconds: a repeated, unchanged outcome is not written again sooner (calls stay fast)
+_recorded = {}
+
+
+def record_call(employee, address, call, outcome, status=None, elapsed_ms=None, now=None):
+    """Store the last call's result for the list page; unchanged repeats within RECORD_EVERY are skipped."""
+    name = f"{employee}/{address}"
+    clock = time.monotonic()
+    previous = _recorded.get(name)
+    if previous and previous[0] == (call, outcome, status) and clock - previous[1] < RECORD_EVERY:
+        return False
+    LastCall(id=name, at=now or datetime.datetime.now(UTC), call=call, outcome=outcome, status=status,
+             elapsed_ms=elapsed_ms).put()
+    _recorded[name] = ((call, outcome, status), clock)
+    return True
+
+
+def last_calls(entities):
+    """{'employee/address': LastCall} for the given Address entities (one batch read)."""
+    keys = [ndb.Key(LastCall, f"{e.key.parent().id()}/{e.key.id()}") for e in entities]
+    return {k.id(): c for k, c in zip(keys, ndb.get_multi(keys)) if c is not None}

@@ -9,6 +9,7 @@ import time
 import urllib.parse
 
 import dyncert
+import models
 from dyncert import calls, context, targets
 from dyncert.errors import DyncertError, InputError
 
@@ -30,19 +31,32 @@ def _logged(kind, stored, work, target=None):
     """Run `work()`, logging one structured line (identity, target, outcome, elapsed), no secrets."""
     target = target or stored.target
     started = time.perf_counter()
-    outcome = "ok"
+    outcome, result = "ok", None
     try:
-        return work()
+        result = work()
+        return result
     except DyncertError as e:
         outcome = e.code
         raise
     finally:
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         log.info(json.dumps({
             "event": "outbound_call", "call": kind,
             "identity": f"{stored.employee}/{stored.address}" if stored else None,
             "fingerprint_sha256": stored.identity.fingerprint_sha256 if stored else None,
             "target": f"{target.host}:{target.port}", "sni": target.sni,
-            "outcome": outcome, "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}))
+            "outcome": outcome, "elapsed_ms": elapsed_ms}))
+        if stored is not None:
+            _record(kind, stored, outcome, result, elapsed_ms)
+
+
+def _record(kind, stored, outcome, result, elapsed_ms):
+    """Keep the last result for the list page; a failed write must not fail the call itself."""
+    status = result.get("status") if isinstance(result, dict) else None
+    try:
+        models.record_call(stored.employee, stored.address, kind, outcome, status, elapsed_ms)
+    except Exception as e:  # noqa: BLE001 - Datastore down or no ndb context: the call's answer matters more
+        log.warning(json.dumps({"event": "last_call_not_recorded", "reason": type(e).__name__}))
 
 
 def _context(stored):

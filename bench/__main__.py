@@ -15,7 +15,7 @@ SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (~15 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (~20 s; noisy, verdicts indicative only)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--rounds", type=int, help="rounds per group (default 6, quick 2)")
     parser.add_argument("--duration", type=float, help="seconds per path per round (default 0.5, quick 0.2)")

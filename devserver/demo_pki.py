@@ -8,6 +8,7 @@ from cryptography import x509
 
 FILES = ("ca.pem", "peer.pem", "client-chain.pem", "client-key.pem")
 LIFETIME = datetime.timedelta(days=365)
+ORGANIZATION = "dyncert demo"
 
 
 def _write(path, data, mode=0o600):
@@ -29,12 +30,16 @@ def generate(directory):
     """Write ca.pem, peer.pem (chain + key), client-chain.pem and client-key.pem into `directory`."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
-    root = trustme.CA(organization_name="dyncert demo")
-    clients = root.create_child_ca()  # the client chain has an intermediate, as in real PKIs
+    # Every certificate is named after the demo (trustme's default organization is "trustme vX.Y").
+    root = trustme.CA(organization_name=ORGANIZATION, organization_unit_name="root CA")
+    # The client chain has an intermediate, as in real PKIs.
+    clients = trustme.CA(parent_cert=root, path_length=0, organization_name=ORGANIZATION,
+                         organization_unit_name="client CA")
     peer = root.issue_cert("localhost", "127.0.0.1", "::1", common_name="demo peer",
+                           organization_name=ORGANIZATION, organization_unit_name="demo peer",
                            not_before=now - datetime.timedelta(minutes=5), not_after=now + LIFETIME)
     client = clients.issue_cert("asalieri@example.com", common_name="asalieri",
-                                organization_name="dyncert demo",
+                                organization_name=ORGANIZATION, organization_unit_name="demo client",
                                 not_before=now - datetime.timedelta(minutes=5), not_after=now + LIFETIME)
     _write(os.path.join(directory, "ca.pem"), root.cert_pem.bytes(), 0o644)
     _write(os.path.join(directory, "peer.pem"),

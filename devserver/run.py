@@ -1,8 +1,8 @@
 """`make run`: emulator, demo PKI, demo peer, the app under gunicorn, demo data; Ctrl-C stops all.
 
-Honours PORT (default 8080), ADMIN_TOKEN (generated when unset), DATASTORE_EMULATOR_HOST
-(use that emulator instead of starting one), DEMO_PEER_PORT, DEMO_ECHO_PORT and LOCAL_DIR
-(where state, demo keys and logs go; default ./local).
+Honours PORT (default 8080), ADMIN_TOKEN (else the one kept in local/admin-token, made on the
+first run), DATASTORE_EMULATOR_HOST (use that emulator instead of starting one), DEMO_PEER_PORT,
+DEMO_ECHO_PORT, DEMO_OPEN_PORT and LOCAL_DIR (where state, demo keys and logs go; default ./local).
 """
 
 import json
@@ -21,6 +21,16 @@ from devserver.emulator import Emulator, EmulatorMissing, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = os.environ.get("LOCAL_DIR") or os.path.join(ROOT, "local")
+RUN_ID_HEADER = "X-Dyncert-Run"  # /healthz echoes DYNCERT_RUN_ID here: proof the listener is our app
+
+
+class PortTaken(RuntimeError):
+    """Another program listens on the app's port."""
+
+    def __init__(self, port):
+        super().__init__(
+            f"Port {port} is already in use by another program, so the app cannot listen there.\n"
+            f"Stop that program, or choose another port: PORT={port + 1} make run")
 
 
 def port_free(port):
@@ -46,6 +56,36 @@ def wait_until_listening(port, process, what, timeout=60):
             return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s.")
+
+
+def admin_token(local_dir, environ=None):
+    """ADMIN_TOKEN when set, else the token kept in local_dir/admin-token (0600), made on first use."""
+    environ = os.environ if environ is None else environ
+    if environ.get("ADMIN_TOKEN"):
+        return environ["ADMIN_TOKEN"], "ADMIN_TOKEN"
+    path = os.path.join(local_dir, "admin-token")
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+        if len(token) >= 32:
+            return token, path
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)  # 43 characters: far above any minimum length
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)  # an older file may have looser bits
+    return token, path
+
+
+def is_own_app(base, run_id, timeout=5):
+    """True when GET /healthz at `base` answers with this run's id (another server never does)."""
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=timeout) as response:
+            return response.headers.get(RUN_ID_HEADER) == run_id and response.read() == b"ok"
+    except (OSError, ValueError):
+        return False
 
 
 def api(base, token, method, path, body=None):
@@ -105,7 +145,11 @@ class Stack:
 def main():
     os.makedirs(LOCAL, mode=0o700, exist_ok=True)
     port = int(os.environ.get("PORT", "8080"))
-    token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    if not port_free(port):  # checked first: the demo key and token must never reach another server
+        print(f"make run: {PortTaken(port)}", file=sys.stderr)
+        return 1
+    token, token_source = admin_token(LOCAL)
+    run_id = secrets.token_hex(16)
     stack = Stack()
 
     def on_signal(signum, frame):
@@ -114,7 +158,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        env = dict(os.environ, ADMIN_TOKEN=token, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, ADMIN_TOKEN=token, DYNCERT_RUN_ID=run_id, PYTHONUNBUFFERED="1")
         env.setdefault("LOCAL_KEK_FILE", os.path.join(LOCAL, "kek.bin"))
         if not os.environ.get("DATASTORE_EMULATOR_HOST"):
             print("Starting the Cloud Datastore emulator ...", flush=True)
@@ -126,18 +170,25 @@ def main():
         pki_dir = demo_pki.ensure(os.path.join(LOCAL, "demo-pki"))
         https_port = pick_port("DEMO_PEER_PORT", 8443)
         echo_port = pick_port("DEMO_ECHO_PORT", 8444 if https_port != 8444 else 8445)
+        open_port = pick_port("DEMO_OPEN_PORT", 8445 if 8445 not in (https_port, echo_port) else 8446)
         peer = stack.spawn("demo-peer", [sys.executable, "-m", "devserver.demo_peer", "--pki", pki_dir,
-                                         "--https-port", str(https_port), "--echo-port", str(echo_port)], env)
+                                         "--https-port", str(https_port), "--echo-port", str(echo_port),
+                                         "--open-port", str(open_port)], env)
         app = stack.spawn("app", [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}",
                                   "--threads", "8", "--access-logfile", "-", "main:app"], env)
         wait_until_listening(https_port, peer, "The demo peer")
         wait_until_listening(port, app, "The app")
         base = f"http://127.0.0.1:{port}"
+        if not is_own_app(base, run_id):  # another program took the port meanwhile
+            raise PortTaken(port)
         seed(base, token, pki_dir, https_port, echo_port)
         print(f"""
   dyncert is running: {base}/
   Admin token:        {token}
-  Demo mTLS peer:     https://localhost:{https_port}/ (echo on port {echo_port})
+                      ({"from ADMIN_TOKEN" if token_source == "ADMIN_TOKEN" else "kept in " + token_source + "; delete it for a new one"})
+  Demo mTLS peer:     https://localhost:{https_port}/ (echo on port {echo_port}; trusts only the demo CA)
+  Demo open peer:     https://localhost:{open_port}/ (demo convenience: accepts ANY client certificate,
+                      checks only that you hold its key, and answers with what it saw)
   Datastore emulator: {env['DATASTORE_EMULATOR_HOST']}
   Logs:               {os.path.join(LOCAL, "*.log")}
 

@@ -87,9 +87,14 @@ def _spki(public_key):
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def display_name(name):
+    """A Name in the order `openssl x509 -subject` prints it (C=.., O=.., CN=..), not reversed RFC 4514."""
+    return ", ".join("+".join(attr.rfc4514_string() for attr in rdn) for rdn in name.rdns)
+
+
 def _name(cert):
-    """RFC 4514 subject of a certificate, for messages."""
-    return cert.subject.rfc4514_string()
+    """Subject of a certificate, for messages."""
+    return display_name(cert.subject)
 
 
 def rfc3339(moment):
@@ -209,7 +214,7 @@ def _order_chain(certs, key):
             if not _issued_by(unique[i], unique[i + 1]):
                 raise InputError("invalid_certificate", f"The certificate chain is out of order at position "
                                  f"{i + 2}: expected the issuer of '{_name(unique[i])}' "
-                                 f"('{unique[i].issuer.rfc4514_string()}'), found '{_name(unique[i + 1])}'.")
+                                 f"('{display_name(unique[i].issuer)}'), found '{_name(unique[i + 1])}'.")
         raise InputError("invalid_certificate", f"The certificate chain does not start at the certificate of "
                          f"the private key: '{_name(rest[0])}' is not an issuer of '{_name(chain[-1])}'.")
     return chain
@@ -335,13 +340,13 @@ class ClientIdentity:
 
     @property
     def subject(self):
-        """Leaf subject, RFC 4514."""
-        return self.leaf.subject.rfc4514_string()
+        """Leaf subject, in openssl's order."""
+        return display_name(self.leaf.subject)
 
     @property
     def issuer(self):
-        """Leaf issuer, RFC 4514."""
-        return self.leaf.issuer.rfc4514_string()
+        """Leaf issuer, in openssl's order."""
+        return display_name(self.leaf.issuer)
 
     @property
     def serial(self):

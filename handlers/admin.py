@@ -5,9 +5,12 @@ import datetime
 import re
 import urllib.parse
 
+import drafts
 import models
 import outbound
+from dyncert import context
 from dyncert.errors import InputError, RemoteError
+from handlers import auth
 from handlers.base import ApiError, PageHandler
 from handlers.calls import METHODS, echo_param, request_params
 
@@ -30,9 +33,8 @@ FIELD_OF_CODE = {
 EXPLANATIONS = {
     "unknown_ca": (
         "The server's certificate does not chain to a CA this identity trusts.",
-        "The server's certificate does not chain to the CA bundle stored for this identity — check "
-        "ca_certs (upload the CA that issued the server's certificate, with any intermediates the "
-        "server does not send)."),
+        "The server's certificate does not chain to {trusts} — check ca_certs (upload the CA that "
+        "issued the server's certificate, with any intermediates the server does not send){or_ca_file}."),
     "hostname_mismatch": (
         "The server's certificate is valid but not issued for the name we asked for.",
         "Check the SNI name (server_hostname): it must match a DNS or IP entry in the server "
@@ -79,9 +81,39 @@ EXPLANATIONS = {
         "'Name: value'."),
 }
 
+# The form's fields in page order (the first with an error gets the focus), and their labels.
+FORM_ORDER = ("employee", "address", "cert", "key", "pkcs12", "ca_certs", "host", "port", "server_hostname",
+              "tls_version")
+FORM_LABELS = {"cert": "certificate chain", "key": "private key", "key_password": "key password",
+               "pkcs12": "PKCS#12 file", "pkcs12_password": "PKCS#12 password", "ca_certs": "CA bundle",
+               "host": "host", "port": "port", "server_hostname": "SNI name", "tls_version": "TLS version"}
+# What an empty required field says (form words, not the API's field names).
+BLANK = {
+    "employee": "Enter the employee (1–64 characters of A–Z a–z 0–9 . _ @ -).",
+    "address": "Enter the address id (an integer from 1).",
+    "cert": "Paste the certificate chain or choose a certificate file — or use a PKCS#12 file below instead.",
+    "key": "Paste the private key or choose a key file.",
+    "host": "Enter the server's host name or IP address.",
+}
+QUOTED_FIELD = re.compile(r"(?:[Tt]he field )?'(\w+)'")
+
 PRIVATE_KEY_BLOCK = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S)
 FIELD_NAME = re.compile(r"'(\w+)'")
+
+
+def default_trust(settings):
+    """What an identity without its own CA bundle trusts, in words (as the home page says it)."""
+    if settings.ca_file:
+        return f"the app's CA file ({settings.ca_file})"
+    trust = context.default_trust()
+    where = " and ".join(filter(None, (trust["cafile"], trust["capath"] and f"hashed directory {trust['capath']}")))
+    return f"the system's trust store ({where})" if where else "the system's trust store"
+
+
+def trusted_by(has_ca_certs, settings):
+    """What one identity's calls trust: its own CA bundle when stored, else the default."""
+    return "the CA bundle stored with this identity" if has_ca_certs else default_trust(settings)
 
 
 def detail_url(employee, address):
@@ -129,6 +161,19 @@ class AdminHandler(PageHandler):
     """A page of the admin area (errors render as pages: see BaseHandler.dispatch)."""
 
 
+class NotFoundPage(AdminHandler):
+    """The styled 404 page for a signed-in browser (called by routes.not_found, outside any route)."""
+
+    def show(self):
+        """Render the page and return True for a signed-in caller; anonymous callers get False (JSON then)."""
+        self.principal, self.auth_method = auth.identify(self.request, self.settings)
+        if self.principal is None:
+            return False
+        self.response.status_int = 404
+        self.render("not_found.html", path=self.request.path)
+        return True
+
+
 class List(AdminHandler):
     """GET /admin: every identity with its target and expiry."""
 
@@ -137,8 +182,46 @@ class List(AdminHandler):
         deleted = self.request.get("deleted")
         if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}/[0-9]{1,16}", deleted):
             deleted = None
-        self.render("admin/list.html", identities=[row(e, now) for e in models.list_entities()],
-                    deleted=deleted, warn_days=WARN_DAYS)
+        query = self.request.get("q").strip()[:200]
+        entities = models.list_entities()
+        shown = [e for e in entities if matches(e, query)]
+        last = models.last_calls(shown)
+        rows = [dict(row(e, now), last=last_result(last.get(f"{e.key.parent().id()}/{e.key.id()}"), now))
+                for e in shown]
+        self.render("admin/list.html", identities=rows, deleted=deleted, warn_days=WARN_DAYS, q=query,
+                    total=len(entities))
+
+
+def matches(entity, query):
+    """True when `query` (case-insensitive) is in the identity's name, subject, issuer, target or fingerprint."""
+    if not query:
+        return True
+    haystack = " ".join(str(v or "") for v in (
+        f"{entity.key.parent().id()}/{entity.key.id()}", entity.subject, entity.issuer, entity.host,
+        f"{entity.host}:{entity.port}", entity.server_hostname, entity.fingerprint_sha256))
+    return query.lower() in haystack.lower()
+
+
+def ago(moment, now):
+    """'just now', '5 min ago', '3 h ago', '2 days ago'."""
+    seconds = (now - moment).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    days = int(seconds // 86400)
+    return f"{days} day{'s' if days != 1 else ''} ago"
+
+
+def last_result(record, now):
+    """The list page's view of a LastCall record, or None."""
+    if record is None:
+        return None
+    what = record.call + (f" {record.status}" if record.status else "")
+    return {"ok": record.outcome == "ok", "outcome": record.outcome, "what": what,
+            "at": models.rfc3339(record.at), "ago": ago(record.at, now)}
 
 
 def _text(post, name):
@@ -165,8 +248,11 @@ def _pem_text(data, code, what):
                                f"'openssl x509 -inform der' or upload PKCS#12 instead).") from None
 
 
-def upload_form(post):
-    """Read the upload form into (employee, address, API body, pkcs12 used?, values to show again)."""
+def upload_form(post, settings=None):
+    """Read the upload form into (employee, address, API body, pkcs12 used?, values to show again, errors).
+
+    With no key or PKCS#12 in this post, those kept sealed under the form's draft id are used.
+    """
     employee = _text(post, "employee").strip()
     address = _text(post, "address").strip()
     cert = _text(post, "cert")
@@ -185,6 +271,13 @@ def upload_form(post):
             "pkcs12_password": _text(post, "pkcs12_password") or None,
             "host": host, "server_hostname": server_hostname or None, "tls_version": tls_version}
     errors = []
+    if not (key.strip() or key_file or pkcs12_file):  # no new credentials: take those kept by a failed post
+        kept = drafts.take(settings, _text(post, "draft")) if settings else {}
+        key = kept.get("key") or ""
+        if kept.get("pkcs12"):
+            pkcs12_file = base64.b64decode(kept["pkcs12"])
+        for name in ("key_password", "pkcs12_password"):
+            body[name] = body[name] or kept.get(name)
     try:
         if cert_file:
             cert = _pem_text(cert_file, "invalid_certificate", "certificate")
@@ -208,9 +301,31 @@ def upload_form(post):
         body["port"] = int(port)
     else:
         errors.append(InputError("invalid_request", "The field 'port' must be a number from 1 to 65535."))
-    if not address.isdigit():
-        errors.append(InputError("invalid_request", "The address id must be an integer from 1 to 2^53."))
     return employee, address, body, bool(pkcs12_file), shown, errors
+
+
+def blank_fields(employee, address, body):
+    """Form-worded messages for required fields left empty."""
+    blank = {}
+    for name, value in (("employee", employee), ("address", address), ("host", body.get("host"))):
+        if not value:
+            blank[name] = BLANK[name]
+    if not body.get("pkcs12"):
+        if not (body.get("cert") or "").strip():
+            blank["cert"] = BLANK["cert"]
+        if not (body.get("key") or "").strip() and "PRIVATE KEY-----" not in (body.get("cert") or ""):
+            blank["key"] = BLANK["key"]
+    return blank
+
+
+def form_message(error):
+    """An upload error in the form's words: field labels instead of the API's quoted field names."""
+    def label(match):
+        name = match.group(1)
+        if name not in FORM_LABELS:
+            return match.group(0)
+        return ("The " if match.group(0).startswith("The") else "the ") + FORM_LABELS[name]
+    return QUOTED_FIELD.sub(label, error.message)
 
 
 def field_for(error, pkcs12_used):
@@ -250,24 +365,44 @@ class New(AdminHandler):
         self.check_csrf()
         if (self.request.content_length or 0) > MAX_FORM_BYTES:
             raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
-        employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST)
-        if not errors:
+        old_draft = _text(self.request.POST, "draft")
+        employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST, self.settings)
+        # Every field is checked on its own, so one post reports every error at once.
+        messages = blank_fields(employee, address, body)
+        errors += models.upload_errors(employee, address, body, self.settings)
+        if not errors and not messages:
             try:
                 _, created = models.put_identity(employee, address, body, self.settings)
             except InputError as e:
                 errors.append(e)
-        if errors:
+        if errors or messages:
             self.response.status_int = 400
-            messages = {}
+            codes = {name: "missing" for name in messages}
             for error in errors:
-                messages.setdefault(field_for(error, pkcs12_used), error.message)
-            return self.show_form(shown, messages, self._existing(employee, address))
+                messages.setdefault(field_for(error, pkcs12_used), form_message(error))
+                codes.setdefault(field_for(error, pkcs12_used), error.code)
+            drafts.forget(old_draft)
+            draft = self._keep_secrets(body, codes)
+            return self.show_form(shown, messages, self._existing(employee, address), draft)
+        drafts.forget(old_draft)
         self.redirect(detail_url(employee, int(address)) + ("?saved=created" if created else "?saved=replaced"),
                       code=303)
 
-    def show_form(self, shown, errors, replacing):
+    def _keep_secrets(self, body, codes):
+        """Seal the credentials for the next post unless they failed; a wrong password alone is dropped."""
+        field = "pkcs12" if body.get("pkcs12") else "key"
+        if not body.get(field) or codes.get(field) not in (None, "wrong_password"):
+            return None
+        password = field + "_password"
+        kept = {field: body[field], password: None if codes.get(field) else body.get(password)}
+        return drafts.keep(self.settings, kept)
+
+    def show_form(self, shown, errors, replacing, draft=None):
+        first = next((name for name in FORM_ORDER if name in errors), None)
         self.render("admin/new.html", form=shown, errors=errors, replacing=replacing,
-                    tls_versions=TLS_VERSIONS)
+                    tls_versions=TLS_VERSIONS, draft=draft, first_error=first,
+                    default_trust=default_trust(self.settings),
+                    draft_minutes=drafts.DRAFT_SECONDS // 60)
 
     @staticmethod
     def _existing(employee, address):
@@ -313,6 +448,7 @@ class Detail(AdminHandler):
             "port": identity["port"], "server_hostname": identity["server_hostname"] or "",
             "tls_version": identity["tls_version"] or "TLS"})
         self.render("admin/detail.html", identity=identity, chain_pem=entity.chain_pem,
+                    trusts=trusted_by(identity["has_ca_certs"], self.settings),
                     replace_url="/admin/new?" + replace_query, saved=self.request.GET.get("saved"),
                     result=result, methods=METHODS,
                     request_values=request_values or {"method": "GET", "path": "/", "headers": "", "body": ""},
@@ -327,15 +463,20 @@ class Detail(AdminHandler):
             result["data"] = work(stored)
         except RemoteError as e:
             self.response.status_int = 504 if e.code == "timeout" else 502
-            result["error"] = self.failure(e)
+            result["error"] = self.failure(e, stored.ca_certs, self.settings)
         except InputError as e:
             self.response.status_int = 400
-            result["error"] = self.failure(e)
+            result["error"] = self.failure(e, stored.ca_certs, self.settings)
         self.show(employee, address, result=result, **form)
 
     @staticmethod
-    def failure(error):
+    def failure(error, ca_certs=None, settings=None):
+        """The failure panel: what happened and what to check, naming what this identity trusts."""
         what, check = EXPLANATIONS.get(error.code, ("The call failed.", "Read the message above."))
+        if error.code == "unknown_ca":
+            own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
+            check = check.format(trusts=trusted_by(own, settings) if settings else "the trusted CAs",
+                                 or_ca_file="" if own else ", or add that CA to CA_FILE for every identity")
         return {"code": error.code, "message": error.message, "what": what, "check": check}
 
 

@@ -1,10 +1,14 @@
 """Public pages: home, health check, sign-in and sign-out."""
 
+import os
 
 import models
 from dyncert import context, runtime
 from handlers import auth
 from handlers.base import BaseHandler, PageHandler
+
+# `make run` sets a random id per run and checks it on /healthz: proof the port is its own app.
+RUN_ID = os.environ.get("DYNCERT_RUN_ID", "")
 
 
 def status_facts(settings):
@@ -23,6 +27,8 @@ class Healthz(BaseHandler):
 
     def get(self):
         self.response.content_type = "text/plain"
+        if RUN_ID:
+            self.response.headers["X-Dyncert-Run"] = RUN_ID
         self.response.text = "ok"
 
 

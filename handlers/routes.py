@@ -16,6 +16,7 @@ ROUTES = [
     webapp2.Route("/", pages.Home),
     webapp2.Route("/healthz", pages.Healthz),
     webapp2.Route(r"/static/<name:.+>", static.StaticFile),
+    webapp2.Route("/favicon.ico", static.Favicon),
     webapp2.Route("/signin", pages.SignIn),
     webapp2.Route("/signout", pages.SignOut),
     webapp2.Route("/api/v1/status", api.Status),
@@ -45,7 +46,10 @@ def _json_error(response, status, code, message):
 
 
 def not_found(request, response, exception):
-    """404 for unknown paths, as JSON (no page reveals what routes exist to anonymous callers)."""
+    """404 for unknown paths: a styled page for a signed-in browser, else JSON (as for anonymous callers)."""
+    if not request.path.startswith("/api/") and "text/html" in request.headers.get("Accept", ""):
+        if admin.NotFoundPage(request, response).show():
+            return
     _json_error(response, 404, "not_found", "There is nothing at this address.")
 
 

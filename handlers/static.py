@@ -21,3 +21,10 @@ class StaticFile(BaseHandler):
         self.response.headers["Cache-Control"] = "public, max-age=600"
         with open(path, "rb") as f:
             self.response.body = f.read()
+
+
+class Favicon(StaticFile):
+    """/favicon.ico, which browsers ask for on every page."""
+
+    def get(self):
+        super().get("favicon.ico")

@@ -18,8 +18,9 @@ class MakeRun:
 
     def __init__(self, local_dir, token):
         self.port, self.peer, self.echo, self.token = free_port(), free_port(), free_port(), token
-        env = dict(os.environ, PORT=str(self.port), DEMO_PEER_PORT=str(self.peer),
-                   DEMO_ECHO_PORT=str(self.echo), ADMIN_TOKEN=token, LOCAL_DIR=str(local_dir))
+        self.open = free_port()
+        env = dict(os.environ, PORT=str(self.port), DEMO_PEER_PORT=str(self.peer), DEMO_ECHO_PORT=str(self.echo),
+                   DEMO_OPEN_PORT=str(self.open), ADMIN_TOKEN=token, LOCAL_DIR=str(local_dir))
         for name in ("DATASTORE_EMULATOR_HOST", "DATASTORE_PROJECT_ID", "GOOGLE_CLOUD_PROJECT"):
             env.pop(name, None)  # make run starts its own emulator
         self.process = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -468,6 +468,7 @@ def test_failures_explain_what_to_check(admin, upload, demo_peer):
         page = call(admin, "/test", status=status, address=str(address))
         assert page.html.select_one("#result-code").text == code, page.text
         what, check = admin_pages.EXPLANATIONS[code]
+        check = check.format(trusts="the CA bundle stored with this identity", or_ca_file="")
         text = page.html.select_one("#result").text
         assert what in text and check in text
     assert "check ca_certs" in admin_pages.EXPLANATIONS["unknown_ca"][1]

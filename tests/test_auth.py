@@ -21,7 +21,7 @@ def every_route():
 
 @pytest.mark.parametrize("template,path", list(every_route()))
 def test_non_public_routes_refuse_anonymous_requests(client, template, path):
-    public = path in ("/", "/healthz", "/signin") or path.startswith("/static/")
+    public = path in ("/", "/healthz", "/signin", "/favicon.ico") or path.startswith("/static/")
     for method in ("GET", "POST", "PUT", "DELETE"):
         response = client.request(path, method=method, expect_errors=True)
         if public:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ARTIFACTS, "screenshots")
+README_SHOTS = os.path.join(ROOT, "docs", "screenshots")  # the README's pictures, rewritten by every run
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -89,8 +90,12 @@ def page(browser, live_server, datastore):
     assert errors == [], errors
 
 
-def shot(page, name, full_page=True):
+def shot(page, name, full_page=True, readme=False):
+    """A screenshot in artifacts/; `readme=True` also refreshes the README's copy in docs/screenshots/."""
     page.screenshot(path=os.path.join(SHOTS, name), full_page=full_page)
+    if readme:
+        os.makedirs(README_SHOTS, exist_ok=True)
+        page.screenshot(path=os.path.join(README_SHOTS, name), full_page=full_page)
 
 
 def sign_in(page):
@@ -129,7 +134,8 @@ def test_sign_in_upload_test_and_delete(page, demo_pki, demo_peer):
     assert error.is_visible() and "key" in error.inner_text().lower()
     assert page.input_value("#host") == "127.0.0.1" and page.input_value("#cert").strip() == chain.strip()
     assert page.input_value("#key") == ""
-    shot(page, "04-upload-error.png")
+    assert page.evaluate("document.activeElement.id") == "cert"  # the focus is on the first error
+    shot(page, "04-upload-error.png", readme=True)
 
     page.fill("#key", key)
     page.click("#save")
@@ -192,7 +198,21 @@ def test_failed_call_explains_what_to_check(page, demo_pki, demo_peer):
     assert page.inner_text("#result-code") == "unknown_ca"
     assert "check ca_certs" in page.inner_text("#result")
     page.locator("#result").scroll_into_view_if_needed()
-    shot(page, "13-handshake-unknown-ca.png")
+    shot(page, "13-handshake-unknown-ca.png", readme=True)
+
+
+def test_empty_form_marks_every_field_and_a_typo_url_is_a_page(page):
+    sign_in(page)
+    page.goto("/admin/new")
+    page.click("#save")
+    page.wait_for_selector("#form-error")
+    assert [e.get_attribute("id") for e in page.locator(".field-error").all()] == [
+        "error-employee", "error-address", "error-cert", "error-key", "error-host"]
+    assert page.evaluate("document.activeElement.id") == "employee"
+    shot(page, "16-upload-empty.png")
+    response = page.goto("/admin/typo")
+    assert response.status == 404 and "Nothing here" in page.inner_text("main")
+    shot(page, "17-not-found.png")
 
 
 @pytest.mark.slow
@@ -219,5 +239,61 @@ def test_make_run_demo_test_connection_in_the_browser(browser, tmp_path):
         page.wait_for_selector("#result-body")
         peer_saw = json.loads(page.inner_text("#result-body"))
         assert peer_saw["fingerprint_sha256"] == fingerprint and "CN=asalieri" in peer_saw["subject"]
-        shot(page, "14-make-run-demo-request.png")
+        page.locator("#result").scroll_into_view_if_needed()
+        shot(page, "07-request.png", full_page=False, readme=True)
+
+        # The README's "upload your own": a self-signed certificate against the open demo port.
+        own_cert, own_key = self_signed_pem("newcomer")
+        page.goto("/admin/new")
+        page.fill("#employee", "newcomer")
+        page.fill("#address", "1")
+        page.fill("#cert", own_cert)
+        page.fill("#key", own_key)
+        page.fill("#ca_certs", open(os.path.join(tmp_path, "demo-pki", "ca.pem")).read())
+        page.fill("#host", "127.0.0.1")
+        page.fill("#port", str(run.open))
+        page.fill("#server_hostname", "localhost")
+        page.click("#save")
+        page.wait_for_url("**/employees/newcomer/addresses/1?saved=created")
+        own_fingerprint = page.get_attribute("#fingerprint code", "data-fingerprint")
+        page.fill("#path", "/whoami")
+        page.click("#test-request")
+        page.wait_for_selector("#result-body")
+        peer_saw = json.loads(page.inner_text("#result-body"))
+        assert peer_saw["fingerprint_sha256"] == own_fingerprint and peer_saw["subject"] == "O=Newcomer, CN=newcomer"
+        page.locator("#result").scroll_into_view_if_needed()
+        shot(page, "15-own-certificate.png", full_page=False, readme=True)
+
+        page.goto("/admin")
+        rows = page.locator("tr.identity")
+        assert rows.count() == 3
+        assert "ok" in page.inner_text("#identity-newcomer-1 td.last")
+        for i in range(rows.count()):  # at 1280 px, host:port stays on one line (issue 13, bug 9)
+            box = rows.nth(i).locator("td.target code").bounding_box()
+            line = float(page.evaluate("parseFloat(getComputedStyle(document.querySelector('td.target code'))"
+                                       ".lineHeight) || 20"))
+            assert box["height"] < 1.5 * line, box
+        shot(page, "08-list-desktop.png", readme=True)
+        page.set_viewport_size(PHONE)
+        shot(page, "09-list-phone.png", readme=True)
         context.close()
+
+
+def self_signed_pem(cn):
+    """A self-signed client certificate and its key, as `openssl req -x509 -newkey ...` would make."""
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Newcomer"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()

@@ -168,7 +168,7 @@ def test_str_and_bytes_inputs_and_password_types(pki):
 
 def test_password_for_unencrypted_key_is_ignored(pki):
     identity = ClientIdentity.from_pem(pem(pki["leaf"]), key_pem(pki["leaf_key"]), password="not needed")
-    assert identity.subject == "O=Example,CN=alice"
+    assert identity.subject == "CN=alice, O=Example"
 
 
 def test_combined_pem_in_either_field(pki):
@@ -192,7 +192,7 @@ def test_chain_with_intermediate_and_root(pki):
     identity = ClientIdentity.from_pem(chain, key_pem(pki["leaf_key"]))
     assert identity.chain_length == 3
     assert identity.chain_pem == chain
-    assert identity.issuer == "O=Example,CN=Intermediate CA"
+    assert identity.issuer == "CN=Intermediate CA, O=Example"
 
 
 def test_unordered_chain_is_reordered_from_the_leaf(pki):
@@ -242,8 +242,8 @@ def test_metadata_values(pki):
     meta = identity.metadata()
     leaf = pki["leaf"]
     assert meta == {
-        "subject": "O=Example,CN=alice",
-        "issuer": "O=Example,CN=Intermediate CA",
+        "subject": "CN=alice, O=Example",
+        "issuer": "CN=Intermediate CA, O=Example",
         "serial": "abcdef0123",
         "not_before": (NOW - DAY).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "not_after": (NOW + 30 * DAY).strftime("%Y-%m-%dT%H:%M:%SZ"),

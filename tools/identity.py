@@ -1,6 +1,9 @@
 """Manage identities from scripts and CI pipelines through the JSON API.
 
-    export DYNCERT_URL=http://127.0.0.1:8080 ADMIN_TOKEN=...
+The app's URL comes from DYNCERT_URL (default http://127.0.0.1:8080, or --url) and the admin
+token from ADMIN_TOKEN (or the variable named by --token-env). Examples:
+
+    export DYNCERT_URL=http://127.0.0.1:8080 ADMIN_TOKEN="$(cat local/admin-token)"
     python -m tools.identity list
     python -m tools.identity put asalieri 1 --cert chain.pem --key key.pem --ca ca.pem --host partner.example.com
     python -m tools.identity put asalieri 2 --pkcs12 client.p12 --password-env P12_PASSWORD --host h.example
@@ -9,7 +12,8 @@
     python -m tools.identity delete asalieri 1
 
 Passwords are read from an environment variable (never a command-line argument: those show in
-`ps`). Exit status: 0 success, 1 the API refused (its error code is printed), 2 usage.
+`ps`). Exit status: 0 success, 1 the API refused (its error code is printed), 2 usage or a
+local file or variable missing, 3 the app could not be reached.
 """
 
 import argparse
@@ -20,6 +24,16 @@ import sys
 import urllib.error
 import urllib.request
 
+UNREACHABLE = 3  # exit status when the app does not answer
+
+
+class CliError(Exception):
+    """A one-line error for stderr, with the exit status to end with."""
+
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
+
 
 def api(base, token, method, path, body=None, timeout=60):
     """One API call; returns (status, parsed JSON or None)."""
@@ -28,38 +42,61 @@ def api(base, token, method, path, body=None, timeout=60):
         "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
+            status, raw = response.status, response.read()
     except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw) if raw else None
-        except ValueError:
-            return e.code, {"error": {"code": "http_error", "message": raw[:200].decode("utf-8", "replace")}}
+        status, raw = e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise CliError(f"cannot reach the app at {base}: {reason} (is `make run` running? set DYNCERT_URL "
+                       f"or --url)", UNREACHABLE) from None
+    except ValueError as e:  # a URL without a scheme or host
+        raise CliError(f"invalid app URL {base!r}: {e} (set DYNCERT_URL or --url)") from None
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:  # not this app: some other server answered
+        first = raw[:120].decode("utf-8", "replace").splitlines()[0] if raw.strip() else ""
+        return status, {"error": {"code": "not_json", "message": f"{base} answered with something that is "
+                                                                 f"not this app's JSON: {first!r}"}}
 
 
-def read_text(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+def read_text(path, option):
+    """The text of a file named on the command line, or a CliError naming the option."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise CliError(f"put: cannot read the {option} file {path!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"put: the {option} file {path!r} is not PEM text (for DER or PKCS#12 use --pkcs12)") from None
+
+
+def password(name):
+    """The password held in environment variable `name`; an unset variable is an error."""
+    if name not in os.environ:
+        raise CliError(f"put: --password-env names {name}, which is not set (export {name}=... first)")
+    return os.environ[name]
 
 
 def put_body(args):
     """The PUT body from the command-line options (files are read here, passwords from env)."""
     body = {"host": args.host, "port": args.port}
     if args.pkcs12:
-        with open(args.pkcs12, "rb") as f:
-            body["pkcs12"] = base64.b64encode(f.read()).decode()
+        try:
+            with open(args.pkcs12, "rb") as f:
+                body["pkcs12"] = base64.b64encode(f.read()).decode()
+        except OSError as e:
+            raise CliError(f"put: cannot read the --pkcs12 file {args.pkcs12!r}: {e.strerror or e}") from None
         if args.password_env:
-            body["pkcs12_password"] = os.environ.get(args.password_env, "")
+            body["pkcs12_password"] = password(args.password_env)
     else:
         if not args.cert:
-            raise SystemExit("put: give --cert and --key, or --pkcs12")
-        body["cert"] = read_text(args.cert)
-        body["key"] = read_text(args.key or args.cert)
+            raise CliError("put: give --cert and --key, or --pkcs12")
+        body["cert"] = read_text(args.cert, "--cert")
+        body["key"] = read_text(args.key or args.cert, "--key" if args.key else "--cert")
         if args.password_env:
-            body["key_password"] = os.environ.get(args.password_env, "")
+            body["key_password"] = password(args.password_env)
     if args.ca:
-        body["ca_certs"] = read_text(args.ca)
+        body["ca_certs"] = read_text(args.ca, "--ca")
     if args.sni:
         body["server_hostname"] = args.sni
     if args.tls_version:
@@ -68,8 +105,11 @@ def put_body(args):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m tools.identity", description=__doc__.splitlines()[0])
-    p.add_argument("--url", default=os.environ.get("DYNCERT_URL", "http://127.0.0.1:8080"))
+    p = argparse.ArgumentParser(prog="python -m tools.identity", description=__doc__.split("\n\n", 1)[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default=os.environ.get("DYNCERT_URL", "http://127.0.0.1:8080"),
+                   help="the app's base URL (default: $DYNCERT_URL, else http://127.0.0.1:8080)")
     p.add_argument("--token-env", default="ADMIN_TOKEN", help="environment variable holding the admin token")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list")
@@ -93,7 +133,15 @@ def parser():
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    try:
+        return run(parser().parse_args(argv))
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.status
+
+
+def run(args):
+    """Carry out one command; returns the exit status."""
     token = os.environ.get(args.token_env)
     if not token:
         print(f"Set {args.token_env} to the admin token.", file=sys.stderr)
