@@ -204,11 +204,11 @@ def upload_form(post):
     else:
         body.update(cert=cert or None, key=key or None)
     body["ca_certs"] = ca_certs or None
-    if port.isdigit() and len(port) <= 5:
+    if re.fullmatch(r"[0-9]{1,5}", port):  # ASCII digits: int() would take "١" and fail on "²"
         body["port"] = int(port)
     else:
         errors.append(InputError("invalid_request", "The field 'port' must be a number from 1 to 65535."))
-    if not address.isdigit():
+    if not re.fullmatch(r"[0-9]{1,16}", address):
         errors.append(InputError("invalid_request", "The address id must be an integer from 1 to 2^53."))
     return employee, address, body, bool(pkcs12_file), shown, errors
 
