@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
+import settings
 from devserver import demo_pki
 from devserver.emulator import Emulator, EmulatorMissing, free_port
 
@@ -106,6 +107,9 @@ def main():
     os.makedirs(LOCAL, mode=0o700, exist_ok=True)
     port = int(os.environ.get("PORT", "8080"))
     token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+    if len(token) < settings.MIN_ADMIN_TOKEN:  # the app refuses it at start: say so before starting anything
+        sys.exit(f"ADMIN_TOKEN must be at least {settings.MIN_ADMIN_TOKEN} characters, found {len(token)}; "
+                 "unset it and a random one is generated.")
     stack = Stack()
 
     def on_signal(signum, frame):

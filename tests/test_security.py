@@ -479,3 +479,19 @@ def test_hsts_on_app_engine_only(gae_app, app):
         for path in ("/", "/healthz", "/admin", "/nothing"):
             assert client.get(path, status="*").headers["Strict-Transport-Security"].startswith("max-age=")
     assert "Strict-Transport-Security" not in webtest.TestApp(app).get("/").headers
+
+
+def test_cookie_authenticated_answers_carry_the_token(app):
+    browser, token = sign_in(app)
+    assert browser.get("/api/v1/status").headers["X-CSRF-Token"] == token
+    admin = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {app.settings.admin_token}"})
+    assert "X-CSRF-Token" not in admin.get("/api/v1/status").headers  # Bearer needs none
+
+
+# --- found by the every-route fuzz ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["%00", "a%00.css", "%0a", "%7f"])
+def test_static_names_with_control_characters_are_404(app, name):
+    response = webtest.TestApp(app).get("/static/" + name, status=404)
+    assert response.json["error"]["code"] == "not_found"
+    webtest.TestApp(app).get("/static/style.css", status=200)
