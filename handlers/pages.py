@@ -71,7 +71,8 @@ class SignIn(PageHandler):
         if wait:  # answered at once: a worker never sleeps for an attacker
             self.response.headers["Retry-After"] = str(wait)
             raise ApiError(429, "rate_limited", f"Too many wrong tokens from this address; try again in {wait} s.")
-        if not auth.token_matches(self.settings, self.request.POST.get("token", "").strip()):
+        token = self.request.POST.get("token", "")
+        if not auth.token_matches(self.settings, token.strip() if isinstance(token, str) else ""):
             wait = sessions.failed(address)
             self.response.status_int = 401
             error = "That is not the admin token." + (f" Wait {wait} s before the next try." if wait else "")

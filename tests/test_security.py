@@ -495,3 +495,13 @@ def test_static_names_with_control_characters_are_404(app, name):
     response = webtest.TestApp(app).get("/static/" + name, status=404)
     assert response.json["error"]["code"] == "not_found"
     webtest.TestApp(app).get("/static/style.css", status=200)
+
+
+def test_a_token_sent_as_a_file_is_just_wrong(app):
+    client = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "198.51.100.9"})
+    form = page_token(client.get("/signin"))
+    response = client.post("/signin", {"csrf_token": form}, upload_files=[("token", "t.txt", b"x")],
+                           content_type="multipart/form-data", status=401)
+    assert "not the admin token" in response.text
+    client.post("/signin", {"csrf_token": form, "token": app.settings.admin_token},
+                content_type="multipart/form-data", status=302)
