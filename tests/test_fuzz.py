@@ -575,7 +575,8 @@ def route_requests(draw, template, handler, session_token):
                           ("X-CSRF-Token", [session_token, "forged", "\u0661" * 8, ""]),
                           ("Content-Type", ["application/json", "text/plain", "application/x-www-form-urlencoded",
                                             "multipart/form-data; boundary=zz", "\u00e9/\u00e9", ""]),
-                          ("X-Appengine-User-Email", ["a@example.com"]), ("X-Appengine-Cron", ["true"])):
+                          ("X-Appengine-User-Email", ["a@example.com"]), ("X-Appengine-User-Is-Admin", ["1", "0"]),
+                          ("X-Appengine-Cron", ["true"])):
         if draw(st.booleans()):
             headers[name] = latin1(draw(st.one_of(st.sampled_from(choices), st.sampled_from(ODD_VALUES))))
     if draw(st.booleans()):
@@ -589,7 +590,15 @@ def route_requests(draw, template, handler, session_token):
             "port": draw(st.sampled_from(["443", "\u00b2", "9" * 30])), "send": "x", "method": "GET", "path": "/"}
     body = draw(st.one_of(st.just(b""), st.just(urllib.parse.urlencode(form).encode()),
                           json_values().map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
-    return method, path, headers, body, who
+    if draw(st.integers(0, 4)) == 0:  # a multipart form, where any field may come as a file
+        parts = []
+        for name, value in form.items():
+            disposition = f'form-data; name="{name}"' + ('; filename="f.txt"' if draw(st.booleans()) else "")
+            parts.append(f"--zz\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n")
+        body = ("".join(parts) + "--zz--\r\n").encode()
+        headers["Content-Type"] = "multipart/form-data; boundary=zz"
+    gae = draw(st.integers(0, 3)) == 0  # one case in four on the App Engine app (login headers, HSTS)
+    return method, path, headers, body, who, gae
 
 
 def stored_state(db):
@@ -621,12 +630,13 @@ def test_every_route_answers_a_documented_code(app, settings, material, template
     box = {"state": stored_state(db)}
     browser, token = signed_in(app, settings.admin_token)
     box["session"] = browser.cookies[auth.SESSION_COOKIE]
+    on_gae = main.create_app(dataclasses.replace(settings, on_app_engine=True, allow_local_kek_on_app_engine=True))
 
-    @_settings(30)
+    @_settings(40)
     @given(case=route_requests(template, handler, token))
     def run(case):
         count("routes")
-        method, path, headers, body, who = case
+        method, path, headers, body, who, gae = case
         environ = {"REMOTE_ADDR": "192.0.2.200"}
         if who == "bearer":
             environ["HTTP_AUTHORIZATION"] = f"Bearer {settings.admin_token}"
@@ -644,13 +654,15 @@ def test_every_route_answers_a_documented_code(app, settings, material, template
             environ["CONTENT_TYPE"] = content_type
         for name, value in headers.items():
             environ["HTTP_" + name.upper().replace("-", "_")] = value
-        client = webtest.TestApp(app, extra_environ=environ, lint=False)
+        client = webtest.TestApp(on_gae if gae else app, extra_environ=environ, lint=False)
         response = client.request(path, method=method, body=body, expect_errors=True)
         text = response.text if response.charset or response.content_type.startswith("text/") else ""
         assert "Traceback" not in text and 'File "' not in text, (method, path, text[:300])
         code = answer_code(response) if response.status_int >= 400 else None
         remote = response.status_int in (502, 504) and code in REMOTE_CODES
         assert response.status_int in ALLOWED_STATUS or remote, (method, path, who, response.status, text[:300])
+        assert response.headers["Cache-Control"] in ("no-store", "public, max-age=600"), (method, path)
+        assert ("Strict-Transport-Security" in response.headers) is gae, (method, path)
         if code is not None:
             assert code in codes, (method, path, code)
         if response.status_int >= 400 or (response.status_int in (302, 303) and method != "GET"
