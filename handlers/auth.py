@@ -152,11 +152,12 @@ def _origin(scheme, host):
 def same_origin(request, settings):
     """False when the browser says the request came from another origin (Sec-Fetch-Site, Origin)."""
     # same-site covers other ports and sibling subdomains: SameSite cookies do not separate those.
-    if request.headers.get("Sec-Fetch-Site", "").strip().lower() in ("cross-site", "same-site"):
+    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if site in ("cross-site", "same-site"):
         return False
     origin = request.headers.get("Origin")
-    if origin is None:
-        return True
+    if origin is None or origin.strip() == "null" and site == "same-origin":
+        return True  # "null": a page of ours under a no-referrer policy, as the browser itself vouches
     scheme, sep, host = origin.strip().lower().partition("://")
     if not sep or scheme not in DEFAULT_PORTS:
         return False  # "null" (sandboxed or privacy-redirected pages) and anything odd

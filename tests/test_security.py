@@ -122,6 +122,7 @@ def test_cookie_writes_need_the_csrf_header(app, stored, upload, verb):
 
 
 @pytest.mark.parametrize("headers", [{"Origin": "http://localhost:8081"}, {"Origin": "null"},
+                                     {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
                                      {"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "same-site"},
                                      {"Sec-Fetch-Site": "cross-site"}])
 def test_foreign_origin_is_refused_even_with_the_token(app, stored, headers):
@@ -132,7 +133,8 @@ def test_foreign_origin_is_refused_even_with_the_token(app, stored, headers):
 
 
 @pytest.mark.parametrize("headers", [{"Origin": ORIGIN}, {"Origin": "http://localhost"},
-                                     {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}])
+                                     {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"},
+                                     {"Origin": "null", "Sec-Fetch-Site": "same-origin"}])
 def test_own_origin_is_accepted(app, stored, headers):
     browser, token = sign_in(app)
     browser.delete(URL, headers=dict(headers, **{"X-CSRF-Token": token}), status=204)
