@@ -80,6 +80,13 @@ def end(session_id):
         _key(session_id).delete()
 
 
+def purge_expired(now=None):
+    """Delete the records of sessions past their end (those never looked up again); returns how many."""
+    keys = Session.query(Session.expires < _now(now)).fetch(keys_only=True)
+    ndb.delete_multi(keys)
+    return len(keys)
+
+
 def delay_after(failures):
     """Seconds to wait after `failures` wrong tokens in a row: none at first, then doubling."""
     if failures <= FREE_ATTEMPTS:

@@ -90,7 +90,7 @@ def sign_in(request, response, settings):
 def sign_out(request, response, settings):
     """End the session in Datastore, so a copied cookie stops working too, and drop the cookie."""
     sessions.end(read_cookie(request, settings, SESSION_COOKIE))
-    response.delete_cookie(cookie_name(SESSION_COOKIE, secure(request, settings)), path="/")
+    set_cookie(request, response, settings, SESSION_COOKIE, "", max_age=0)  # Secure again: __Host- needs it
 
 
 def client_address(request, settings):

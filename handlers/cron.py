@@ -5,6 +5,7 @@ import logging
 import re
 
 import models
+import sessions
 from handlers.api import ApiHandler
 from handlers.base import ApiError
 
@@ -26,6 +27,7 @@ class Expiry(ApiHandler):
         if not re.fullmatch(r"[0-9]{1,4}", days) or int(days) > MAX_DAYS:  # ASCII digits, a sane range
             raise ApiError(400, "invalid_request", f"'days' must be a whole number from 0 to {MAX_DAYS}.")
         report = models.expiry_report(warn_days=int(days))
+        sessions.purge_expired()  # daily: ended sessions nobody presented again
         for state in ("expired", "expiring"):
             for entry in report[state]:
                 log.warning(json.dumps(dict(entry, event="certificate_" + state)))

@@ -507,3 +507,31 @@ def test_a_token_sent_as_a_file_is_just_wrong(app):
     assert "not the admin token" in response.text
     client.post("/signin", {"csrf_token": form, "token": app.settings.admin_token},
                 content_type="multipart/form-data", status=302)
+
+
+def test_sign_out_over_https_replaces_the_host_cookie(app):
+    https = webtest.TestApp(app, extra_environ={"wsgi.url_scheme": "https", "HTTP_HOST": "localhost:443",
+                                                "REMOTE_ADDR": "192.0.2.44"})
+    form = page_token(https.get("/signin"))
+    https.post("/signin", {"token": app.settings.admin_token, "csrf_token": form}, status=302)
+    token = page_token(https.get("/admin/new"))
+    out = https.post("/signout", {"csrf_token": token}, status=302)
+    cleared = [c for c in out.headers.getall("Set-Cookie") if c.startswith("__Host-" + auth.SESSION_COOKIE + "=")]
+    assert cleared and "secure" in cleared[0].lower() and "max-age=0" in cleared[0].lower(), cleared
+    https.get("/api/v1/status", status=401)
+
+
+def test_the_daily_cron_purges_ended_sessions(app):
+    import datetime
+
+    import sessions
+    from google.cloud import ndb
+    browser, _ = sign_in(app)
+    with ndb.Client().context(cache_policy=False, global_cache_policy=False):
+        old, _ = sessions.start("session", "admin", app.settings.admin_token,
+                                now=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1))
+    admin = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {app.settings.admin_token}"})
+    admin.get("/cron/expiry")
+    db = raw_datastore.Client(project=os.environ["DATASTORE_PROJECT_ID"])
+    assert len(list(db.query(kind="Session").fetch())) == 1  # the live one stays
+    assert browser.get("/admin").status_int == 200
