@@ -226,7 +226,8 @@ def test_secure_cookies_carry_the_host_prefix(app):
     https = webtest.TestApp(app, extra_environ={"wsgi.url_scheme": "https", "HTTP_HOST": "localhost:443"})
     page = https.get("/signin")
     cookies = page.headers.getall("Set-Cookie")
-    assert cookies and all(c.startswith("__Host-") and "secure" in c.lower() and "Path=/" in c for c in cookies), cookies
+    assert cookies and all(c.startswith("__Host-") and "secure" in c.lower() and "Path=/" in c
+                           for c in cookies), cookies
     assert not any("Domain" in c for c in cookies)
     https.post("/signin", {"token": app.settings.admin_token, "csrf_token": page_token(page)}, status=302)
     assert https.get("/admin").status_int == 200

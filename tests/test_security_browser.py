@@ -11,7 +11,7 @@ import threading
 import urllib.request
 
 import pytest
-from test_browser import CHROMIUM, browser, live_server, sign_in  # noqa: F401 (fixtures)
+from test_browser import browser, live_server, sign_in  # noqa: F401 (fixtures)
 from test_security import CountingListener
 
 from conftest import ADMIN_TOKEN
