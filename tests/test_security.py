@@ -536,3 +536,17 @@ def test_the_daily_cron_purges_ended_sessions(app):
     db = raw_datastore.Client(project=os.environ["DATASTORE_PROJECT_ID"])
     assert len(list(db.query(kind="Session").fetch())) == 1  # the live one stays
     assert browser.get("/admin").status_int == 200
+
+
+def test_a_forged_client_address_header_does_not_evade_the_limit(app, gae_app):
+    def tries(application, ip_header):
+        client = webtest.TestApp(application, extra_environ={"REMOTE_ADDR": "198.51.100.20"})
+        form = page_token(client.get("/signin"))
+        return client.post("/signin", {"token": "wrong-token", "csrf_token": form},
+                           headers={"X-Appengine-User-Ip": ip_header}, status="*").status_int
+
+    # Locally the header is anyone's to send: it is ignored, the socket's address counts.
+    statuses = [tries(app, f"203.0.113.{n}") for n in range(6)]
+    assert statuses[:4] == [401] * 4 and 429 in statuses[4:], statuses
+    # On App Engine the front end sets it (and strips client copies): each address has its own count.
+    assert [tries(gae_app, f"203.0.113.{n}") for n in range(6)] == [401] * 6
