@@ -1,25 +1,34 @@
 """The WSGI app: `create_app(settings)` and the module-level `app` for gunicorn."""
 
+import io
 import json
 import logging
+import re
 
 import webapp2
 from google.cloud import ndb
 
 import settings as settings_module
 from handlers import routes
-from handlers.base import SECURITY_HEADERS
+from handlers.admin import MAX_FORM_BYTES
+from handlers.base import MAX_BODY_BYTES, SECURITY_HEADERS, Response
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+
+# Request body caps by path prefix, enforced before anything reads the body (413 too_large).
+BODY_LIMITS = (("/api/", MAX_BODY_BYTES), ("/admin/", MAX_FORM_BYTES))
+SMALL_BODY_BYTES = 16 * 1024  # sign-in, sign-out, cron and the public pages need no more
+HSTS = "max-age=31536000; includeSubDomains"  # App Engine serves HTTPS only: browsers should never try http
 
 
 class NdbContextMiddleware:
     """Run each request inside an ndb client context (python-docs-samples pattern)."""
 
-    def __init__(self, wsgi_app, client_factory=ndb.Client):
+    def __init__(self, wsgi_app, client_factory=ndb.Client, hsts=False):
         self.wsgi_app = wsgi_app
         self._client_factory = client_factory
         self._client = None
+        self.hsts = hsts
 
     @property
     def client(self):
@@ -29,9 +38,15 @@ class NdbContextMiddleware:
         return self._client
 
     def __call__(self, environ, start_response):
-        start_response = _with_security_headers(start_response)
+        start_response = _with_security_headers(start_response, self.hsts)
         if not _utf8_path(environ):
             return _bad_path(start_response)
+        if environ.get("REQUEST_METHOD") not in webapp2.WSGIApplication.allowed_methods:  # webapp2: 501
+            return _error(start_response, "405 Method Not Allowed", "method_not_allowed",
+                          "That method is not allowed here.")
+        refusal = _limit_body(environ)
+        if refusal:
+            return _error(start_response, *refusal)
         # Caching off: entities hold sealed keys and must be re-read after rotation.
         with self.client.context(cache_policy=False, global_cache_policy=False):
             return self.wsgi_app(environ, start_response)
@@ -53,23 +68,68 @@ def _bad_path(start_response):
     return [body.encode() + b"\n"]
 
 
-def _with_security_headers(start_response):
+def _error(start_response, status, code, message):
+    """API.md's error shape, answered before the app runs."""
+    start_response(status, [("Content-Type", "application/json; charset=utf-8")])
+    return [json.dumps({"error": {"code": code, "message": message}}).encode() + b"\n"]
+
+
+def body_limit(path):
+    """The largest request body accepted on `path`, in bytes."""
+    for prefix, limit in BODY_LIMITS:
+        if path.startswith(prefix):
+            return limit
+    return SMALL_BODY_BYTES
+
+
+def _limit_body(environ):
+    """None when the body fits its route's cap, else (status, code, message); a chunked body is read
+    into memory up to the cap and no further."""
+    limit = body_limit(environ.get("PATH_INFO", ""))
+    too_large = ("413 Payload Too Large", "too_large", f"The body is larger than {limit // 1024} KiB.")
+    declared = environ.get("CONTENT_LENGTH", "")
+    if declared:
+        if not re.fullmatch(r"[0-9]{1,20}", declared):  # ASCII digits only (int() takes "١", " 5")
+            return "400 Bad Request", "invalid_request", "The Content-Length header is not a number."
+        return too_large if int(declared) > limit else None
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
+    stream, parts, size = environ["wsgi.input"], [], 0
+    while size <= limit:
+        part = stream.read(min(64 * 1024, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        return too_large
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(b"".join(parts)), str(size)
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    return None
+
+
+def _with_security_headers(start_response, hsts=False):
     """start_response that adds the security headers a response lacks (404/405/500 skip the handlers)."""
     def start(status, headers, exc_info=None):
+        # webapp2 marks every response no-cache (may be stored); ours are no-store unless a handler says else.
+        headers = [(k, v) for k, v in headers if not (k.lower() == "cache-control" and v == "no-cache")]
         present = {name.lower() for name, _ in headers}
         extra = [(k, v) for k, v in SECURITY_HEADERS.items() if k.lower() not in present]
-        return start_response(status, list(headers) + extra, exc_info)
+        if hsts and "strict-transport-security" not in present:
+            extra.append(("Strict-Transport-Security", HSTS))
+        return start_response(status, headers + extra, exc_info)
     return start
 
 
 def create_app(settings=None):
     """Build the app: routes, settings and the ndb middleware around them."""
-    settings = settings or settings_module.from_environ()
+    settings = settings_module.check(settings or settings_module.from_environ())
     wsgi = webapp2.WSGIApplication(routes.ROUTES, config={"settings": settings})
+    wsgi.response_class = Response
     wsgi.error_handlers[404] = routes.not_found
     wsgi.error_handlers[405] = routes.method_not_allowed
     wsgi.error_handlers[500] = routes.server_error
-    middleware = NdbContextMiddleware(wsgi)
+    middleware = NdbContextMiddleware(wsgi, hsts=settings.on_app_engine)
     middleware.webapp = wsgi
     return middleware
 

@@ -5,6 +5,11 @@ import secrets
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MIN_ADMIN_TOKEN = 16  # characters: a shorter token is within reach of guessing, however slow sign-in is
+
+
+class SettingsError(ValueError):
+    """The environment asks for something the app refuses to run with."""
 
 
 def _flag(value, default=False):
@@ -56,3 +61,11 @@ def from_environ(environ=None, **overrides):
         values["session_secret"] = secret.encode()
     values.update(overrides)
     return Settings(**values)
+
+
+def check(settings):
+    """Refuse to start with an unsafe setting; returns `settings`."""
+    if settings.admin_token and len(settings.admin_token) < MIN_ADMIN_TOKEN:
+        raise SettingsError(f"ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters, found "
+                            f"{len(settings.admin_token)}; unset it and `make run` generates one.")
+    return settings

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
+import settings
 from devserver import demo_pki
 from devserver.emulator import Emulator, EmulatorMissing, free_port
 
@@ -149,6 +150,10 @@ def main():
         print(f"make run: {PortTaken(port)}", file=sys.stderr)
         return 1
     token, token_source = admin_token(LOCAL)
+    if len(token) < settings.MIN_ADMIN_TOKEN:  # the app refuses it at start: say so before starting anything
+        print(f"make run: ADMIN_TOKEN must be at least {settings.MIN_ADMIN_TOKEN} characters, found "
+              f"{len(token)}; unset it and the token kept in local/admin-token is used.", file=sys.stderr)
+        return 1
     run_id = secrets.token_hex(16)
     stack = Stack()
 

@@ -297,7 +297,7 @@ def upload_form(post, settings=None):
     else:
         body.update(cert=cert or None, key=key or None)
     body["ca_certs"] = ca_certs or None
-    if port.isdigit() and len(port) <= 5:
+    if re.fullmatch(r"[0-9]{1,5}", port):  # ASCII digits: int() would take "١" and fail on "²"
         body["port"] = int(port)
     else:
         errors.append(InputError("invalid_request", "The field 'port' must be a number from 1 to 65535."))

@@ -22,7 +22,8 @@ SECURITY_HEADERS = {
                                 "img-src 'self' data:; form-action 'self'; base-uri 'none'; "
                                 "frame-ancestors 'none'"),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Nothing to other sites; our own forms keep a real Origin (under no-referrer browsers send "null").
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -57,10 +58,16 @@ class BaseHandler(webapp2.RequestHandler):
         return self.app.config["settings"]
 
     def dispatch(self):
-        self.principal, self.auth_method = auth.identify(self.request, self.settings)
-        if not self.public and self.principal is None:
-            return self.refuse(self.auth_method)
         try:
+            self.principal, self.auth_method = auth.identify(self.request, self.settings)
+            if not self.public and self.principal is None:
+                return self.refuse(self.auth_method)
+            if self.request.method in auth.STATE_CHANGING and hasattr(self, self.request.method.lower()):
+                self.check_request_forgery()
+            if self.auth_method in auth.AMBIENT:  # a same-origin script reads its token from any answer
+                token = auth.csrf_expected(self.request, self.settings, self.principal, self.auth_method)
+                if token:
+                    self.response.headers["X-CSRF-Token"] = token
             return super().dispatch()
         except ApiError as e:
             return self.error_response(e.status, e.code, e.message)
@@ -79,6 +86,28 @@ class BaseHandler(webapp2.RequestHandler):
             self.response.headers["Retry-After"] = "5"
             return self.error_response(503, "storage_unavailable",
                                        "Datastore is not reachable right now; retry in a few seconds.")
+
+    def check_request_forgery(self):
+        """API.md Auth: a cookie-borne change needs this app's origin, the session's token and a JSON body."""
+        if self.auth_method not in auth.AMBIENT:
+            return  # Authorization: Bearer is never sent by a browser on its own
+        if not auth.same_origin(self.request, self.settings):
+            raise ApiError(403, "csrf_failed", "The request came from another site (Origin or Sec-Fetch-Site); "
+                                               "nothing was done.")
+        expected = auth.csrf_expected(self.request, self.settings, self.principal, self.auth_method)
+        if not auth.csrf_valid(expected, self.request.headers.get("X-CSRF-Token")):
+            raise ApiError(403, "csrf_failed", "A request authenticated by a cookie needs the X-CSRF-Token "
+                                               "header of that session (a page of this app shows it); "
+                                               "nothing was done.")
+        if (self.request.content_length or 0) > 0 and self.request.content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "A request authenticated by a cookie must send its "
+                                                          "body as Content-Type: application/json.")
+
+    def redirect(self, uri, permanent=False, abort=False, code=None, body=None):
+        """A relative redirect to a path of this app (webapp2 would prefix the Host header)."""
+        self.response.headers["Location"] = uri
+        self.response.status_int = code or (301 if permanent else 302)
+        return self.response
 
     def refuse(self, why):
         """401/403 for anonymous or non-admin callers."""
@@ -120,6 +149,13 @@ class BaseHandler(webapp2.RequestHandler):
         return data
 
 
+class Response(webapp2.Response):
+    """webapp2's response, but a Location header stays relative (WebOb would build it from Host)."""
+
+    def _abs_headerlist(self, environ):
+        return list(self._headerlist)
+
+
 class PageHandler(BaseHandler):
     """A handler that renders HTML and sends anonymous visitors to sign in."""
 
@@ -134,17 +170,18 @@ class PageHandler(BaseHandler):
         self.render("error.html", code=code, message=message)
 
     def csrf(self):
-        """The CSRF token for forms on this page (sets its cookie when new)."""
-        token = auth.csrf_token(self.request)
-        if auth.CSRF_COOKIE not in self.request.cookies:
-            self.response.set_cookie(auth.CSRF_COOKIE, token, httponly=True, samesite="strict",
-                                     secure=self.settings.secure_cookies, path="/")
-        return token
+        """The CSRF token for forms on this page, bound to this browser's session."""
+        return auth.issue_csrf(self.request, self.response, self.settings, self.principal, self.auth_method)
 
     def check_csrf(self):
-        """Refuse a form post whose CSRF token does not match the browser's."""
-        if not auth.csrf_valid(self.request, self.request.POST.get("csrf_token")):
+        """Refuse a form post from another origin, or whose token is not this browser's."""
+        if not auth.same_origin(self.request, self.settings):
+            raise ApiError(403, "csrf_failed", "The form came from another site; nothing was done.")
+        expected = auth.csrf_expected(self.request, self.settings, self.principal, self.auth_method)
+        if not auth.csrf_valid(expected, self.request.POST.get("csrf_token")):
             raise ApiError(403, "csrf_failed", "The form expired or came from another site; reload and retry.")
+
+    check_request_forgery = check_csrf  # every form post, whoever sends it
 
     def render(self, template, **values):
         """Render a Jinja2 template with the common values."""

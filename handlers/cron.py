@@ -2,11 +2,15 @@
 
 import json
 import logging
+import re
 
 import models
+import sessions
 from handlers.api import ApiHandler
+from handlers.base import ApiError
 
 log = logging.getLogger("dyncert.expiry")
+MAX_DAYS = 3650  # ten years ahead is already every certificate
 
 
 class Expiry(ApiHandler):
@@ -20,7 +24,10 @@ class Expiry(ApiHandler):
         if not from_cron and self.principal is None:
             return self.refuse(self.auth_method)
         days = self.request.get("days", "30")
-        report = models.expiry_report(warn_days=int(days) if days.isdigit() else 30)
+        if not re.fullmatch(r"[0-9]{1,4}", days) or int(days) > MAX_DAYS:  # ASCII digits, a sane range
+            raise ApiError(400, "invalid_request", f"'days' must be a whole number from 0 to {MAX_DAYS}.")
+        report = models.expiry_report(warn_days=int(days))
+        sessions.purge_expired()  # daily: ended sessions nobody presented again
         for state in ("expired", "expiring"):
             for entry in report[state]:
                 log.warning(json.dumps(dict(entry, event="certificate_" + state)))

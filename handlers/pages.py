@@ -1,11 +1,14 @@
 """Public pages: home, health check, sign-in and sign-out."""
 
 import os
+import re
+import urllib.parse
 
 import models
+import sessions
 from dyncert import context, runtime
 from handlers import auth
-from handlers.base import BaseHandler, PageHandler
+from handlers.base import ApiError, BaseHandler, PageHandler
 
 # `make run` sets a random id per run and checks it on /healthz: proof the port is its own app.
 RUN_ID = os.environ.get("DYNCERT_RUN_ID", "")
@@ -41,15 +44,24 @@ class Home(PageHandler):
         self.render("home.html", facts=status_facts(self.settings))
 
 
+# A path of this app: "/" then URL characters, never "//" or "/\\" (a browser reads those as a host).
+SAFE_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+
+
 def safe_next(target):
-    """Only same-site paths are followed after sign-in (no open redirect)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/admin"
+    """Only an absolute path on this app is followed after sign-in (no open redirect)."""
+    if not isinstance(target, str) or not SAFE_NEXT.fullmatch(target):
+        return "/admin"
+    decoded = target
+    for _ in range(3):  # the encoded forms of "//", "\\" and control characters count too
+        decoded = urllib.parse.unquote(decoded)
+    if not SAFE_NEXT.fullmatch(decoded.split("?")[0]) or decoded.startswith("//"):
+        return "/admin"
+    return target
 
 
 class SignIn(PageHandler):
-    """Exchange the admin token for a signed session cookie."""
+    """Exchange the admin token for a server-side session (per client address: growing delays)."""
 
     public = True
 
@@ -60,20 +72,27 @@ class SignIn(PageHandler):
     def post(self):
         self.check_csrf()
         next_url = safe_next(self.request.POST.get("next", "/admin"))
-        if not auth.token_matches(self.settings, self.request.POST.get("token", "").strip()):
+        address = auth.client_address(self.request, self.settings)
+        wait = sessions.retry_after(address)
+        if wait:  # answered at once: a worker never sleeps for an attacker
+            self.response.headers["Retry-After"] = str(wait)
+            raise ApiError(429, "rate_limited", f"Too many wrong tokens from this address; try again in {wait} s.")
+        token = self.request.POST.get("token", "")
+        if not auth.token_matches(self.settings, token.strip() if isinstance(token, str) else ""):
+            wait = sessions.failed(address)
             self.response.status_int = 401
-            return self.render("signin.html", next=next_url, error="That is not the admin token.",
+            error = "That is not the admin token." + (f" Wait {wait} s before the next try." if wait else "")
+            return self.render("signin.html", next=next_url, error=error,
                                on_app_engine=self.settings.on_app_engine)
-        self.response.set_cookie(auth.SESSION_COOKIE, auth.make_session(self.settings),
-                                 max_age=auth.SESSION_SECONDS, httponly=True, samesite="strict",
-                                 secure=self.settings.secure_cookies, path="/")
+        sessions.succeeded(address)
+        auth.sign_in(self.request, self.response, self.settings)
         self.redirect(next_url)
 
 
 class SignOut(PageHandler):
-    """Forget the session cookie."""
+    """End the session: in Datastore (a copied cookie dies too) and in this browser."""
 
     def post(self):
         self.check_csrf()
-        self.response.delete_cookie(auth.SESSION_COOKIE, path="/")
+        auth.sign_out(self.request, self.response, self.settings)
         self.redirect("/")

@@ -14,7 +14,8 @@ class StaticFile(BaseHandler):
     public = True
 
     def get(self, name):
-        path = os.path.realpath(os.path.join(STATIC, name))
+        # A NUL makes os.path raise (a 500): no file of ours has one, or any control character.
+        path = "" if any(c < " " or c == "\x7f" for c in name) else os.path.realpath(os.path.join(STATIC, name))
         if not path.startswith(STATIC + os.sep) or not os.path.isfile(path):
             return self.error_response(404, "not_found", "There is nothing at this address.")
         self.response.content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"

@@ -32,12 +32,15 @@ def test_non_public_routes_refuse_anonymous_requests(client, template, path):
         assert "PRIVATE KEY" not in response.text
 
 
-def test_session_cookie_round_trip(settings):
-    value = auth.make_session(settings, now=1000)
-    assert auth.session_valid(settings, value, now=1000 + 60)
-    assert not auth.session_valid(settings, value, now=1000 + auth.SESSION_SECONDS + 1)
-    assert not auth.session_valid(settings, value.replace(".", ".0"), now=1000)
-    assert not auth.session_valid(settings, "", now=1000)
+def test_session_round_trip(ndb_context, settings):
+    import sessions
+    session_id, record = sessions.start("session", "admin", settings.admin_token)
+    assert sessions.lookup(session_id, settings.admin_token).csrf == record.csrf
+    assert sessions.lookup(session_id, "another-admin-token") is None
+    assert sessions.lookup(session_id[:-1] + ("A" if session_id[-1] != "A" else "B"), settings.admin_token) is None
+    assert sessions.lookup("", settings.admin_token) is None
+    sessions.end(session_id)
+    assert sessions.lookup(session_id, settings.admin_token) is None
 
 
 def test_sign_in_sets_a_strict_http_only_cookie(client, settings):

@@ -78,8 +78,8 @@ def test_the_warning_window_is_a_parameter(admin, stored, caplog):
     report = admin.get("/cron/expiry?days=5").json
     assert report["expiring"] == [] and [e["identity"] for e in report["expired"]] == ["carol/2"]
     assert [w["event"] for w in warnings_logged(caplog)] == ["certificate_expired"]
-    # A malformed window falls back to the default 30 days.
-    assert len(admin.get("/cron/expiry?days=soon").json["expiring"]) == 1
+    # A malformed window is refused (issue 11: ASCII digits only), not silently replaced.
+    assert admin.get("/cron/expiry?days=soon", status=400).json["error"]["code"] == "invalid_request"
 
 
 def test_valid_identities_log_nothing(admin, upload, caplog):

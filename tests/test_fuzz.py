@@ -26,7 +26,7 @@ from google.cloud import datastore as raw_datastore
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 import main
-from handlers import auth
+from handlers import auth, routes
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 PASSWORD = "fuzz-right-password-7"
@@ -39,7 +39,8 @@ INPUT_CODES = {"invalid_json", "invalid_request", "invalid_certificate", "invali
 REMOTE_CODES = {"unknown_ca", "hostname_mismatch", "peer_rejected_certificate", "protocol_version",
                 "handshake_failed", "connection_refused", "dns_failure", "connection_reset", "timeout"}
 DOCUMENTED = INPUT_CODES | REMOTE_CODES | {"too_large", "not_found", "unauthenticated", "forbidden",
-                                           "method_not_allowed"}
+                                           "method_not_allowed", "csrf_failed", "unsupported_media_type",
+                                           "rate_limited"}
 
 CASES = {}  # test name -> examples run (printed at the end of the module)
 
@@ -489,8 +490,7 @@ def form_values(material):
 
 def test_upload_form_with_odd_fields(admin, material):
     db, state = seeded(admin, material)
-    admin.get("/admin/new")
-    token = admin.cookies[auth.CSRF_COOKIE]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', admin.get("/admin/new").text).group(1)
     box = {"state": state}
     fields, files = form_values(material)
 
@@ -512,5 +512,165 @@ def test_upload_form_with_odd_fields(admin, material):
         public = material["wrong"]["pkcs1_public"]  # an EC key's last line may be its public point
         for line in material["key"].splitlines()[1:-1]:
             assert line in public or line not in response.text  # a form never echoes a private key back
+
+    run()
+
+
+# --- every route of handlers/routes.ROUTES ------------------------------------------------------------
+# Enumerated, not listed: a route added to ROUTES is fuzzed with no change here. Path parameters, query
+# strings, cookies and headers carry non-ASCII text, Unicode digits, huge numbers and control characters.
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+PARAM = re.compile(r"<(\w+)(?::[^>]*)?>")
+ODD_SEGMENTS = ["\u00b2", "\u0661", "\uff11", "\u0967", "1\u00b2", "9" * 30, "99999999999", "9007199254740993",
+                "0", "-1", "1e3", "0x10", " 1", "%FF", "%00", "%0a", "%0d%0a", "%09", "%C0%AF", "..", "%2e%2e",
+                "\u202e", "\x7f", "a\x00b", "\U0001f512", "x" * 300, "%E2%80%AE"]
+ODD_VALUES = ODD_SEGMENTS + ["", "\r\nX-Injected: 1", "//evil.example/", "/%09/evil.example/", "\\\\evil",
+                             "javascript:alert(1)", "<script>", "\u00e9t\u00e9", "null"]
+ALLOWED_STATUS = {200, 201, 204, 302, 303, 400, 401, 403, 404, 405, 409, 413, 415, 429}
+
+
+def documented_codes():
+    """API.md's codes (above) plus every `snake_case` code the README documents (other routes' codes)."""
+    with open(README, encoding="utf-8") as f:
+        return DOCUMENTED | set(re.findall(r"`([a-z]+(?:_[a-z]+)*)`", f.read()))
+
+
+def segment(name):
+    """A path parameter: the seeded value, or an odd one."""
+    valid = {"employee": "asalieri", "address": "1", "name": "style.css"}.get(name, "x")
+    return st.one_of(st.just(valid), st.sampled_from(ODD_SEGMENTS),
+                     odd_text(24).filter(lambda s: "\ud800" not in s and "\udfff" not in s))
+
+
+def quote_segment(value):
+    """URL-encode a segment, keeping an already percent-encoded one as it is."""
+    return value if re.fullmatch(r"(%[0-9A-Fa-f]{2})+", value) else urllib.parse.quote(value, safe="")
+
+
+def latin1(text):
+    """Header text as a WSGI server passes it: the UTF-8 bytes read as latin-1."""
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+@st.composite
+def route_requests(draw, template, handler, session_token):
+    """One request to `template`: method, path, query, headers, cookies, body."""
+    values = {name: draw(segment(name)) for name in PARAM.findall(template)}
+    path = PARAM.sub(lambda m: quote_segment(values[m.group(1)]) or "x", template)
+    own = [m.upper() for m in ("get", "post", "put", "delete") if hasattr(handler, m)]
+    method = draw(st.one_of(st.sampled_from(own or ["GET"]),
+                            st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])))
+    query = draw(st.lists(st.tuples(st.sampled_from(["days", "next", "deleted", "saved", "employee", "address",
+                                                     "port", "host", "x"]),
+                                    st.one_of(st.sampled_from(ODD_VALUES), odd_text(20))), max_size=3))
+    query = [(k, v) for k, v in query if "\ud800" not in v and "\udfff" not in v]
+    if query:
+        path += "?" + urllib.parse.urlencode(query)
+    who = draw(st.sampled_from(["anonymous", "bearer", "session", "wrong-bearer", "forged-session"]))
+    headers = {}
+    for name, choices in (("Origin", ["http://localhost:80", "http://localhost:8081", "null", "https://evil.example",
+                                      "\u00e9vil"]),
+                          ("Sec-Fetch-Site", ["same-origin", "same-site", "cross-site", "none", "\u00b2"]),
+                          ("X-CSRF-Token", [session_token, "forged", "\u0661" * 8, ""]),
+                          ("Content-Type", ["application/json", "text/plain", "application/x-www-form-urlencoded",
+                                            "multipart/form-data; boundary=zz", "\u00e9/\u00e9", ""]),
+                          ("X-Appengine-User-Email", ["a@example.com"]), ("X-Appengine-User-Is-Admin", ["1", "0"]),
+                          ("X-Appengine-Cron", ["true"])):
+        if draw(st.booleans()):
+            headers[name] = latin1(draw(st.one_of(st.sampled_from(choices), st.sampled_from(ODD_VALUES))))
+    if draw(st.booleans()):
+        names = draw(st.sets(st.sampled_from([auth.SESSION_COOKIE, auth.CSRF_COOKIE, "__Host-dyncert_session", "x"]),
+                             min_size=1, max_size=2))
+        headers["Cookie"] = latin1("; ".join(f"{n}={draw(st.sampled_from(ODD_VALUES)).replace(';', '')}"
+                                             for n in sorted(names)))
+    form = {"csrf_token": draw(st.sampled_from([session_token, "forged", "\u00e9t\u00e9", "\u0661"])),
+            "token": draw(st.sampled_from(["wrong", "\u00b2" * 20, ""])), "next": draw(st.sampled_from(ODD_VALUES)),
+            "employee": values.get("employee", "asalieri"), "address": draw(st.sampled_from(["1", "\u00b2", "\u0661"])),
+            "port": draw(st.sampled_from(["443", "\u00b2", "9" * 30])), "send": "x", "method": "GET", "path": "/"}
+    body = draw(st.one_of(st.just(b""), st.just(urllib.parse.urlencode(form).encode()),
+                          json_values().map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
+    if draw(st.integers(0, 4)) == 0:  # a multipart form, where any field may come as a file
+        parts = []
+        for name, value in form.items():
+            disposition = f'form-data; name="{name}"' + ('; filename="f.txt"' if draw(st.booleans()) else "")
+            parts.append(f"--zz\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n")
+        body = ("".join(parts) + "--zz--\r\n").encode()
+        headers["Content-Type"] = "multipart/form-data; boundary=zz"
+    gae = draw(st.integers(0, 3)) == 0  # one case in four on the App Engine app (login headers, HSTS)
+    return method, path, headers, body, who, gae
+
+
+def stored_state(db):
+    """Every entity the app stores, but sessions and sign-in counters (they change on reads too)."""
+    entities = [e for e in db.query().fetch() if not e.key.kind.startswith("__")
+                and e.key.kind not in ("Session", "SignInAttempts")]
+    return sorted((repr(e.key.flat_path), repr(sorted(dict(e).items()))) for e in entities)
+
+
+def answer_code(response):
+    """The error code of an answer: the JSON error shape, or the code an error page shows."""
+    if response.content_type == "application/json" and response.body:
+        data = response.json
+        return (data.get("error") or {}).get("code") if isinstance(data, dict) else None
+    match = re.search(r'role="alert"><code>([a-z_]+)</code>', response.text)
+    return match.group(1) if match else None
+
+
+@pytest.mark.parametrize("template,handler", [(r.template, r.handler) for r in routes.ROUTES],
+                         ids=[r.template for r in routes.ROUTES])
+def test_every_route_answers_a_documented_code(app, settings, material, template, handler):
+    from browser import signed_in
+    from peers import refused_port
+    codes = documented_codes()
+    bearer = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {settings.admin_token}"})
+    bearer.put(BASE, json.dumps(dict(material["upload"], host="127.0.0.1", server_hostname="localhost",
+                                     port=refused_port())), content_type="application/json", status=201)
+    db = raw_client()
+    box = {"state": stored_state(db)}
+    browser, token = signed_in(app, settings.admin_token)
+    box["session"] = browser.cookies[auth.SESSION_COOKIE]
+    on_gae = main.create_app(dataclasses.replace(settings, on_app_engine=True, allow_local_kek_on_app_engine=True))
+
+    @_settings(40)
+    @given(case=route_requests(template, handler, token))
+    def run(case):
+        count("routes")
+        method, path, headers, body, who, gae = case
+        environ = {"REMOTE_ADDR": "192.0.2.200"}
+        if who == "bearer":
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {settings.admin_token}"
+        elif who == "wrong-bearer":
+            environ["HTTP_AUTHORIZATION"] = "Bearer \u00b2\u0661" .encode().decode("latin-1")
+        cookie = headers.pop("Cookie", "")
+        if who == "session":
+            cookie = f"{auth.SESSION_COOKIE}={box['session']}" + ("; " + cookie if cookie else "")
+        elif who == "forged-session":
+            cookie = f"{auth.SESSION_COOKIE}={box['session'][:-2]}zz"
+        if cookie:
+            environ["HTTP_COOKIE"] = cookie
+        content_type = headers.pop("Content-Type", None)
+        if content_type is not None:
+            environ["CONTENT_TYPE"] = content_type
+        for name, value in headers.items():
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        client = webtest.TestApp(on_gae if gae else app, extra_environ=environ, lint=False)
+        response = client.request(path, method=method, body=body, expect_errors=True)
+        text = response.text if response.charset or response.content_type.startswith("text/") else ""
+        assert "Traceback" not in text and 'File "' not in text, (method, path, text[:300])
+        code = answer_code(response) if response.status_int >= 400 else None
+        remote = response.status_int in (502, 504) and code in REMOTE_CODES
+        assert response.status_int in ALLOWED_STATUS or remote, (method, path, who, response.status, text[:300])
+        assert response.headers["Cache-Control"] in ("no-store", "public, max-age=600"), (method, path)
+        assert ("Strict-Transport-Security" in response.headers) is gae, (method, path)
+        if code is not None:
+            assert code in codes, (method, path, code)
+        if response.status_int >= 400 or (response.status_int in (302, 303) and method != "GET"
+                                          and "/signin" in response.headers.get("Location", "")):
+            assert stored_state(db) == box["state"], (method, path, who, response.status)
+        else:
+            box["state"] = stored_state(db)
+        if path.startswith("/signout") and response.status_int == 302:  # the fuzz ended our session
+            box["session"] = signed_in(app, settings.admin_token)[0].cookies[auth.SESSION_COOKIE]
 
     run()

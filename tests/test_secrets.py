@@ -22,6 +22,7 @@ from google.cloud import datastore as raw_datastore
 import main
 import pki
 from handlers import auth, base, routes
+from browser import page_token, signed_in
 from peers import PythonTLSPeer
 
 KEY_PASSWORD = "k3y-pa55word-never-shown-1"
@@ -148,10 +149,8 @@ def test_no_key_material_in_responses_logs_pages_or_temp_files(datastore, settin
             scanner.response(api.get(url), url)
 
         # The pages, through a signed-in browser (session cookie), including the upload form after errors.
-        browser = webtest.TestApp(app)
-        browser.set_cookie(auth.SESSION_COOKIE, auth.make_session(settings))
+        browser, token = signed_in(app, settings.admin_token)
         form = scanner.response(browser.get("/admin/new"), "upload form")
-        token = browser.cookies[auth.CSRF_COOKIE]
         fields = {"employee": "asalieri", "address": "4", "cert": a.cert_pem.decode(), "key": encrypted,
                   "key_password": KEY_PASSWORD, "ca_certs": ca, "host": "127.0.0.1", "port": str(https.port),
                   "server_hostname": "localhost", "tls_version": "TLS", "csrf_token": token}
@@ -217,11 +216,11 @@ def test_cookie_flags(datastore, settings, secure):
     client = webtest.TestApp(main.create_app(dataclasses.replace(settings, secure_cookies=secure)),
                              extra_environ={"wsgi.url_scheme": "https", "HTTPS": "on"} if secure else None)
     form = client.get("/signin")
-    csrf_cookie = [c for c in set_cookies(form) if c.startswith(auth.CSRF_COOKIE)][0]
-    token = client.cookies[auth.CSRF_COOKIE]
-    signed_in = client.post("/signin", {"token": settings.admin_token, "csrf_token": token, "next": "/admin"},
-                            status=302)
-    session = [c for c in set_cookies(signed_in) if c.startswith(auth.SESSION_COOKIE)][0]
+    csrf_cookie = [c for c in set_cookies(form) if c.startswith(auth.cookie_name(auth.CSRF_COOKIE, secure))][0]
+    token = page_token(form)
+    response = client.post("/signin", {"token": settings.admin_token, "csrf_token": token, "next": "/admin"},
+                           status=302)
+    session = [c for c in set_cookies(response) if c.startswith(auth.cookie_name(auth.SESSION_COOKIE, secure))][0]
     for cookie in (csrf_cookie, session):
         flags = [part.strip().lower() for part in cookie.split(";")]
         assert "httponly" in flags and "samesite=strict" in flags and "path=/" in flags, cookie
@@ -248,10 +247,7 @@ def test_every_form_post_needs_the_csrf_token(datastore, settings, world, upload
     paths = list(page_post_routes())
     assert {"/signin", "/signout", "/admin/new", "/admin/employees/asalieri/addresses/1/delete",
             "/admin/employees/asalieri/addresses/1/test"} <= set(paths), paths
-    browser = webtest.TestApp(app)
-    browser.set_cookie(auth.SESSION_COOKIE, auth.make_session(settings))
-    browser.get("/admin/new")  # the browser has a CSRF cookie; the forged form lacks the field
-    real = browser.cookies[auth.CSRF_COOKIE]
+    browser, real = signed_in(app, settings.admin_token)  # the forged forms lack this token
     fields = {"employee": "asalieri", "address": "1", "cert": upload["cert"], "key": upload["key"],
               "host": "peer.example.com", "port": "9443", "token": settings.admin_token, "send": "x",
               "method": "GET", "path": "/"}

@@ -1,0 +1,127 @@
+"""Browser sessions kept in Datastore (so sign-out ends them) and sign-in attempts per client address."""
+
+import datetime
+import hashlib
+import hmac
+import math
+import re
+import secrets
+
+from google.cloud import ndb
+
+SESSION_SECONDS = 8 * 3600   # a working day; then sign in again
+FREE_ATTEMPTS = 3            # wrong tokens allowed before the first delay
+FIRST_DELAY = 10             # seconds after the first failure beyond those; doubled per further one
+MAX_DELAY = 15 * 60          # ... up to this many seconds
+FORGET_AFTER = 3600          # failures older than this are forgotten
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+UTC = datetime.timezone.utc
+
+
+class Session(ndb.Model):
+    """One signed-in browser: its CSRF token, and whom it speaks for."""
+
+    how = ndb.TextProperty()                       # "session" (admin token) or "app_engine" (Google login)
+    principal = ndb.TextProperty()
+    csrf = ndb.TextProperty()                      # the synchronizer token of this browser's forms
+    token_tag = ndb.TextProperty()                 # HMAC(session id, ADMIN_TOKEN): a new token ends it
+    expires = ndb.DateTimeProperty(tzinfo=UTC)
+
+
+class SignInAttempts(ndb.Model):
+    """Wrong tokens sent from one client address (its id is a hash of the address)."""
+
+    failures = ndb.IntegerProperty(indexed=False, default=0)
+    last = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+    retry_at = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+
+
+def _now(now):
+    return now or datetime.datetime.now(UTC)
+
+
+def _key(session_id):
+    """The record of a session id: stored under its hash, so a Datastore reader cannot replay cookies."""
+    return ndb.Key(Session, hashlib.sha256(session_id.encode()).hexdigest())
+
+
+def _tag(session_id, admin_token):
+    return hmac.new(session_id.encode(), admin_token.encode(), hashlib.sha256).hexdigest()
+
+
+def start(how, principal, admin_token="", now=None):
+    """Store a new session; returns (session id for the cookie, record)."""
+    session_id = secrets.token_urlsafe(32)
+    record = Session(key=_key(session_id), how=how, principal=principal, csrf=secrets.token_urlsafe(32),
+                     token_tag=_tag(session_id, admin_token),
+                     expires=_now(now) + datetime.timedelta(seconds=SESSION_SECONDS))
+    record.put()
+    return session_id, record
+
+
+def lookup(session_id, admin_token="", now=None):
+    """The live record of a session cookie value, or None (unknown, ended, expired, or token changed)."""
+    if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+        return None
+    record = _key(session_id).get()
+    if record is None:
+        return None
+    if record.expires is None or record.expires <= _now(now):
+        record.key.delete()
+        return None
+    if record.how == "session" and not hmac.compare_digest(record.token_tag or "", _tag(session_id, admin_token)):
+        return None
+    return record
+
+
+def end(session_id):
+    """Forget a session: its cookie no longer signs anyone in, wherever it was copied."""
+    if isinstance(session_id, str) and SESSION_ID.fullmatch(session_id):
+        _key(session_id).delete()
+
+
+def purge_expired(now=None):
+    """Delete the records of sessions past their end (those never looked up again); returns how many."""
+    keys = Session.query(Session.expires < _now(now)).fetch(keys_only=True)
+    ndb.delete_multi(keys)
+    return len(keys)
+
+
+def delay_after(failures):
+    """Seconds to wait after `failures` wrong tokens in a row: none at first, then doubling."""
+    if failures <= FREE_ATTEMPTS:
+        return 0
+    return min(MAX_DELAY, FIRST_DELAY * 2 ** min(failures - FREE_ATTEMPTS - 1, 20))
+
+
+def _attempts_key(address):
+    return ndb.Key(SignInAttempts, hashlib.sha256((address or "unknown").encode()).hexdigest())
+
+
+def retry_after(address, now=None):
+    """Seconds before `address` may try a token again (0: now)."""
+    record = _attempts_key(address).get()
+    if record is None or record.retry_at is None:
+        return 0
+    return max(0, math.ceil((record.retry_at - _now(now)).total_seconds()))
+
+
+@ndb.transactional()
+def failed(address, now=None):
+    """Count a wrong token from `address`; returns the seconds it must now wait."""
+    now = _now(now)
+    key = _attempts_key(address)
+    record = key.get()
+    if record is None or record.last is None or (now - record.last).total_seconds() > FORGET_AFTER:
+        record = SignInAttempts(key=key, failures=0)
+    record.failures += 1
+    record.last = now
+    delay = delay_after(record.failures)
+    record.retry_at = now + datetime.timedelta(seconds=delay)
+    record.put()
+    return delay
+
+
+def succeeded(address):
+    """A right token: the address starts afresh."""
+    _attempts_key(address).delete()
