@@ -9,7 +9,7 @@ import drafts
 import main
 import settings as settings_module
 from conftest import ADMIN_TOKEN
-from test_admin import (KEY_PASSWORD, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob, post_upload,
+from test_admin import (KEY_PASSWORD, csrf, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob, post_upload,
                         stored)
 
 BROWSER = {"HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}", "HTTP_ACCEPT": "text/html,application/xhtml+xml"}
@@ -142,8 +142,8 @@ def test_without_ca_certs_the_labels_name_the_system_trust_store(admin, upload, 
     trusts = page.html.select_one("#trusts").text
     assert "system's trust store" in trusts and "stored" not in trusts and "CA file" not in trusts
     assert "system's trust store" in admin.get("/admin/new").html.text
-    csrf = admin.cookies["dyncert_csrf"]
-    result = admin.post("/admin/employees/asalieri/addresses/1/test", {"csrf_token": csrf}, status=502).html
+    result = admin.post("/admin/employees/asalieri/addresses/1/test", {"csrf_token": csrf(admin)},
+                        status=502).html
     assert result.select_one("#result-code").text == "unknown_ca"
     check = result.select_one("#result").text
     assert "system's trust store" in check and "stored with this identity" not in check and "CA_FILE" in check
