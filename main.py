@@ -1,16 +1,16 @@
 """The WSGI app: `create_app(settings)` and the module-level `app` for gunicorn."""
 
 import json
-import logging
 
 import webapp2
 from google.cloud import ndb
 
+import applog
 import settings as settings_module
 from handlers import routes
 from handlers.base import SECURITY_HEADERS
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+applog.configure()  # JSON lines for Cloud Logging on App Engine or with LOG_FORMAT=json, else text
 
 
 class NdbContextMiddleware:
@@ -69,7 +69,7 @@ def create_app(settings=None):
     wsgi.error_handlers[404] = routes.not_found
     wsgi.error_handlers[405] = routes.method_not_allowed
     wsgi.error_handlers[500] = routes.server_error
-    middleware = NdbContextMiddleware(wsgi)
+    middleware = NdbContextMiddleware(applog.TraceMiddleware(wsgi))
     middleware.webapp = wsgi
     return middleware
 

@@ -2,7 +2,6 @@
 
 import functools
 import io
-import json
 import logging
 import ssl
 import time
@@ -37,12 +36,15 @@ def _logged(kind, stored, work, target=None):
         outcome = e.code
         raise
     finally:
-        log.info(json.dumps({
+        fields = {
             "event": "outbound_call", "call": kind,
             "identity": f"{stored.employee}/{stored.address}" if stored else None,
             "fingerprint_sha256": stored.identity.fingerprint_sha256 if stored else None,
             "target": f"{target.host}:{target.port}", "sni": target.sni,
-            "outcome": outcome, "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}))
+            "outcome": outcome, "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
+        # The fields become fields of the Cloud Logging entry (applog), the message stays readable as text.
+        log.info("outbound_call %s %s -> %s: %s in %s ms", kind, fields["identity"], fields["target"],
+                 outcome, fields["elapsed_ms"], extra={"json_fields": fields})
 
 
 def _context(stored):
