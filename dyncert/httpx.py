@@ -39,8 +39,9 @@ def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 class _PerIdentity(Generic[_T]):
     """An LRU of transports by identity content, each built on the context presenting that identity."""
 
-    def __init__(self, identity: IdentitySource, ca_certs: CaCerts, tls_version: TlsVersion) -> None:
-        self.identities = Identities(identity, ca_certs, tls_version)
+    def __init__(self, identity: IdentitySource, ca_certs: CaCerts, tls_version: TlsVersion,
+                 alpn: list[str] | None) -> None:
+        self.identities = Identities(identity, ca_certs, tls_version, alpn)
         self._lock = threading.Lock()
         self._transports: collections.OrderedDict[str, _T] = collections.OrderedDict()
 
@@ -80,7 +81,9 @@ class ClientCertTransport(httpx.BaseTransport):
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
                  **kwargs: Any) -> None:
         self._kwargs = _transport_kwargs(kwargs)
-        self._per_identity: _PerIdentity[httpx.HTTPTransport] = _PerIdentity(identity, ca_certs, tls_version)
+        # Threads share the transport: the context is handed over as a SharedContext (see _adapt).
+        alpn = ["http/1.1", "h2"] if kwargs.get("http2") else ["http/1.1"]  # what httpcore sets per connection
+        self._per_identity: _PerIdentity[httpx.HTTPTransport] = _PerIdentity(identity, ca_certs, tls_version, alpn)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""
@@ -105,7 +108,9 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
                  **kwargs: Any) -> None:
         self._kwargs = _transport_kwargs(kwargs)
-        self._per_identity: _PerIdentity[httpx.AsyncHTTPTransport] = _PerIdentity(identity, ca_certs, tls_version)
+        # One event loop makes connections one at a time: the real context (anyio's fast path needs it).
+        self._per_identity: _PerIdentity[httpx.AsyncHTTPTransport] = _PerIdentity(identity, ca_certs, tls_version,
+                                                                                  None)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""

@@ -27,6 +27,7 @@ from .errors import InputError
 
 __all__ = ["ClientCertAdapter", "dyncert_error"]
 
+_URLLIB3_ALPN = ["http/1.1"]  # what urllib3 sets on every connection (urllib3.util.ssl_.ALPN_PROTOCOLS)
 # requests turns these into `verify=<path>` when the session trusts the environment: not a caller's choice.
 _ENV_BUNDLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -55,7 +56,7 @@ class ClientCertAdapter(requests.adapters.HTTPAdapter):
 
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
                  **kwargs: Any) -> None:
-        self._identities = Identities(identity, ca_certs, tls_version)
+        self._identities = Identities(identity, ca_certs, tls_version, alpn=_URLLIB3_ALPN)
         super().__init__(**kwargs)
 
     def get_connection_with_tls_context(self, request: PreparedRequest, verify: bool | str,

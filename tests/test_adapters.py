@@ -237,3 +237,50 @@ def test_httpx_async_certificate_rejected_by_the_server(world):
     with world.rejecting_peer() as peer, pytest.raises(httpx.TransportError) as e:
         asyncio.run(main(peer))
     assert code_of(e) == "peer_rejected_certificate"
+
+
+# --- shared contexts: no per-connection writes from the HTTP clients -------------------------
+
+class _WatchedContexts:
+    """Count set_alpn_protocols calls on real SSLContexts (what races SSL_new, which runs without the GIL)."""
+
+    def __init__(self, monkeypatch):
+        import ssl
+        self.calls = 0
+        original = ssl.SSLContext.set_alpn_protocols
+
+        def counting(context, protocols):
+            self.calls += 1
+            return original(context, protocols)
+        monkeypatch.setattr(ssl.SSLContext, "set_alpn_protocols", counting)
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_threaded_clients_do_not_rewrite_the_shared_context(world, server, monkeypatch, client):
+    watched = _WatchedContexts(monkeypatch)
+    if client == "requests":
+        session = session_for(world.alice.identity, world)
+        drop_connections = session.close  # closes the adapters' pools; the session stays usable
+    else:
+        transport = ClientCertTransport(world.alice.identity, ca_certs=world.ca_pem)
+        session, drop_connections = httpx.Client(transport=transport, timeout=10), transport.close
+    with session:
+        for _ in range(3):
+            drop_connections()  # a new connection each time, from the same cached context
+            assert session.get(url(server)).json()["fingerprint_sha1"] == world.alice.sha1
+    assert watched.calls <= 1  # set once, before the context is shared; never per connection
+
+
+@pytest.mark.parametrize("make", [ClientCertAdapter, ClientCertTransport])
+def test_a_weakening_write_to_the_shared_context_is_refused(world, make):
+    import ssl
+    from dyncert._adapt import SharedContext
+    adapter = make(world.alice.identity, ca_certs=world.ca_pem)
+    context = adapter._identities.context()[1] if make is ClientCertAdapter else \
+        adapter._per_identity.identities.context()[1]
+    assert isinstance(context, SharedContext)
+    context.verify_mode = ssl.CERT_REQUIRED  # what urllib3 writes on each connection: accepted, a no-op
+    for name, value in (("verify_mode", ssl.CERT_NONE), ("check_hostname", False)):
+        with pytest.raises(InputError):
+            setattr(context, name, value)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is True
