@@ -104,7 +104,7 @@ class ClientCertAdapter(requests.adapters.HTTPAdapter):
         try:
             return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                 proxies=proxies)
-        except requests.exceptions.ConnectionError as e:
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
             url = urllib.parse.urlsplit(request.url or "")
             attach_code(e, url.hostname or "", url.port or 443)
             raise

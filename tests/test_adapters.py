@@ -12,6 +12,7 @@ import nginx
 from dyncert.errors import InputError
 from dyncert.httpx import AsyncClientCertTransport, ClientCertTransport
 from dyncert.requests import ClientCertAdapter, dyncert_error
+from tests import peers
 from tests.adapterworld import World, url
 
 pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
@@ -284,3 +285,13 @@ def test_a_weakening_write_to_the_shared_context_is_refused(world, make):
         with pytest.raises(InputError):
             setattr(context, name, value)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is True
+
+
+def test_a_silent_server_times_out_with_the_clients_own_exceptions(world):
+    with peers.PythonTLSPeer(mode="silent") as peer:
+        with session_for(world.alice.identity, world) as session, pytest.raises(requests.exceptions.Timeout) as e:
+            session.get(url(peer), timeout=0.5)
+        assert code_of(e) == "timeout"
+        with client_for(world.alice.identity, world) as client, pytest.raises(httpx.TimeoutException) as e:
+            client.get(url(peer), timeout=0.5)
+        assert code_of(e) == "timeout"
