@@ -19,8 +19,9 @@ IdentitySource = Union[ClientIdentity, Callable[[], ClientIdentity]]
 CaCerts = Union[str, bytes, "os.PathLike[str]", None]
 TlsVersion = Union[str, ssl.TLSVersion, None]
 
-# Contexts kept per adapter: the current identity, the one it replaced and a few spares.
-CACHE_SIZE = 8
+# Identities kept per adapter (contexts, and httpx transports): enough for a provider that picks among
+# a few dozen identities per request; the least recently used one beyond that is closed.
+CACHE_SIZE = 32
 
 
 def _checked(value: object) -> ClientIdentity:
