@@ -295,3 +295,19 @@ def test_a_silent_server_times_out_with_the_clients_own_exceptions(world):
         with client_for(world.alice.identity, world) as client, pytest.raises(httpx.TimeoutException) as e:
             client.get(url(peer), timeout=0.5)
         assert code_of(e) == "timeout"
+
+
+def test_provider_reading_datastore_follows_a_rotation(ndb_context, settings, world, server):
+    import models
+
+    def store(who):
+        models.put_identity("asalieri", 1, {"cert": who.creds.cert_pem.decode(), "key": who.creds.key_pem.decode(),
+                                            "ca_certs": world.ca_pem, "host": "127.0.0.1", "port": server.port},
+                            settings)
+
+    store(world.alice)
+    with session_for(lambda: models.load_identity("asalieri", 1, settings).identity, world) as session:
+        first = session.get(url(server), timeout=10).json()["fingerprint_sha1"]
+        store(world.bob)  # rotated in Datastore: the very next request presents it
+        second = session.get(url(server), timeout=10).json()["fingerprint_sha1"]
+    assert (first, second) == (world.alice.sha1, world.bob.sha1)
