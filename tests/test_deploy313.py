@@ -1,8 +1,18 @@
-"""The preflight's pin check and environment markers (legacy-cgi is needed on Python >= 3.13 only)."""
+"""Deploying python313 with the package next to the app: pins with markers, and what is not uploaded."""
 
 import pytest
 
-from test_deploy import GOOD_KMS, assert_refused, preflight, repo  # noqa: F401 (repo is a fixture)
+from test_deploy import GOOD_KMS, MUST_UPLOAD, assert_refused, preflight, repo, uploads, write  # noqa: F401
+
+
+def test_the_package_build_file_and_local_venvs_are_not_uploaded(repo):
+    for name in (".venv313/lib/site.py", ".mypy_cache/3.11/x.json", "build/lib/dyncert/x.py",
+                 "dyncert.egg-info/PKG-INFO", "dist/dyncert-0.1.0-py3-none-any.whl"):
+        write(repo / name, "local\n")
+    files = uploads(repo)
+    assert MUST_UPLOAD <= files and "applog.py" in files
+    assert not [f for f in files if f.startswith((".venv313/", ".mypy_cache/", "build/", "dyncert.egg-info/",
+                                                  "dist/")) or f == "pyproject.toml"]
 
 
 @pytest.mark.parametrize("line", ['legacy-cgi==2.6.4; python_version >= "3.13"',
