@@ -11,7 +11,7 @@ from typing import Any, Union, cast
 
 from . import calls
 from .context import ContextCache, load_trust, parse_tls_version
-from .errors import DyncertError, InputError, RemoteError
+from .errors import DyncertError, InputError
 from .identity import ClientIdentity
 from .targets import Target
 
