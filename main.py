@@ -2,18 +2,18 @@
 
 import io
 import json
-import logging
 import re
 
 import webapp2
 from google.cloud import ndb
 
+import applog
 import settings as settings_module
 from handlers import routes
 from handlers.admin import MAX_FORM_BYTES
 from handlers.base import MAX_BODY_BYTES, SECURITY_HEADERS, Response
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+applog.configure()  # JSON lines for Cloud Logging on App Engine or with LOG_FORMAT=json, else text
 
 # Request body caps by path prefix, enforced before anything reads the body (413 too_large).
 BODY_LIMITS = (("/api/", MAX_BODY_BYTES), ("/admin/", MAX_FORM_BYTES))
@@ -129,7 +129,7 @@ def create_app(settings=None):
     wsgi.error_handlers[404] = routes.not_found
     wsgi.error_handlers[405] = routes.method_not_allowed
     wsgi.error_handlers[500] = routes.server_error
-    middleware = NdbContextMiddleware(wsgi, hsts=settings.on_app_engine)
+    middleware = NdbContextMiddleware(applog.TraceMiddleware(wsgi), hsts=settings.on_app_engine)
     middleware.webapp = wsgi
     return middleware
 

@@ -2,7 +2,6 @@
 
 import functools
 import io
-import json
 import logging
 import ssl
 import time
@@ -40,12 +39,15 @@ def _logged(kind, stored, work, target=None):
         raise
     finally:
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-        log.info(json.dumps({
+        fields = {
             "event": "outbound_call", "call": kind,
             "identity": f"{stored.employee}/{stored.address}" if stored else None,
             "fingerprint_sha256": stored.identity.fingerprint_sha256 if stored else None,
             "target": f"{target.host}:{target.port}", "sni": target.sni,
-            "outcome": outcome, "elapsed_ms": elapsed_ms}))
+            "outcome": outcome, "elapsed_ms": elapsed_ms}
+        # The fields become fields of the Cloud Logging entry (applog), the message stays readable as text.
+        log.info("outbound_call %s %s -> %s: %s in %s ms", kind, fields["identity"], fields["target"],
+                 outcome, elapsed_ms, extra={"json_fields": fields})
         if stored is not None:
             _record(kind, stored, outcome, result, elapsed_ms)
 
@@ -56,7 +58,8 @@ def _record(kind, stored, outcome, result, elapsed_ms):
     try:
         models.record_call(stored.employee, stored.address, kind, outcome, status, elapsed_ms)
     except Exception as e:  # noqa: BLE001 - Datastore down or no ndb context: the call's answer matters more
-        log.warning(json.dumps({"event": "last_call_not_recorded", "reason": type(e).__name__}))
+        log.warning("last_call_not_recorded: %s", type(e).__name__,
+                    extra={"json_fields": {"event": "last_call_not_recorded", "reason": type(e).__name__}})
 
 
 def _context(stored):

@@ -85,6 +85,26 @@ def goals(r, app, memory):
     ]
 
 
+def adapter_ratios(adapters):
+    """The adapters against the usual workarounds, per client."""
+    if not adapters:
+        return {}
+    s = adapters["samples"]
+    return {f"{client}_adapter_vs_{other}": paired_ratio(s, f"{client}_adapter", f"{client}_{other}")
+            for client in ("requests", "httpx") for other in ("tempfiles", "static")}
+
+
+def adapter_goals(r):
+    """Adapter goals: >= 10x temp files per call, >= 0.95x static files on disk (skipped when not measured)."""
+    out = []
+    for client in ("requests", "httpx"):
+        for other, floor in (("tempfiles", 10), ("static", 0.95)):
+            value = r.get(f"{client}_adapter_vs_{other}")
+            if value is not None:
+                out.append((f"{client} adapter >= {floor}x {other}", f"{value:.2f}x", value >= floor))
+    return out
+
+
 def _rows(title, rows, summary, base, extra=None):
     lines = [title, f"  {'path':<52} {'rate/s':>8} {'(min..max)':>15} {'CPU µs/op':>10} {'vs ' + base:>10}"]
     for key, label in rows:
@@ -141,6 +161,13 @@ def table(result):
                   f"  default store via bundle file {cb['cafile']}: {cb['rss_kb'] / cb['count']:.0f} KB, "
                   f"{cb['build_ms']:.1f} ms per context ({cb['count']} contexts)",
                   f"  dyncert's automatic default trust: {mem['auto_trust']}"]
+    adapters = result.get("adapters")
+    if adapters:
+        from .adapters import ROWS
+        for client in ("requests", "httpx"):
+            rows = [row for row in ROWS if row[0].startswith(client + "_")]
+            lines += [""] + _rows(f"{client} against nginx ssl_verify_client on, GET /", rows, adapters["summary"],
+                                  f"{client}_tempfiles")
     r = result["ratios"]
     if "python_vs_c_cpu_per_handshake" in r:
         lines += ["", f"Python/C: dyncert warm {r['warm_vs_limit_rate']:.2f}x the rate of openssl s_time; "

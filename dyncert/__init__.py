@@ -20,6 +20,8 @@ gives a verifying SSLContext (cached by content), and `calls` runs a handshake, 
 or a raw echo and reports what happened. Every failure is a `DyncertError` with a stable code.
 """
 
+__version__ = "0.1.0"
+
 from .calls import Timeouts, echo, handshake, https_request
 from .compat import match_hostname, wrap_socket
 from .context import ContextCache, cached_client_context, client_context

@@ -30,11 +30,11 @@ def parse_with_gcloud(path):
                           text=True, timeout=120)
 
 
-def test_app_yaml_is_valid_for_python312():
+def test_app_yaml_is_valid_for_python313():
     result = parse_with_gcloud(os.path.join(ROOT, "app.yaml"))
     assert result.returncode == 0, result.stderr
     runtime, handlers = result.stdout.splitlines()
-    assert runtime == "python312"
+    assert runtime == "python313"
     assert "/api/.*:admin" in handlers.split()
 
 

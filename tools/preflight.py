@@ -168,7 +168,10 @@ def check_requirements(root):
             line = raw.split(" #", 1)[0].strip()
             if not line or line.startswith("#"):
                 continue
-            if line.startswith("-") or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?==[^=<>!~*,;\s]+$", line):
+            # An environment marker may follow (`; python_version >= "3.13"`): it says where, not which version.
+            requirement, _, marker = line.partition(";")
+            if (line.startswith("-") or (";" in line and not marker.strip()) or
+                    not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?==[^=<>!~*,;\s]+$", requirement.strip())):
                 bad.append(f"line {number}: {raw.strip()}")
     if bad:
         return Check("requirements.txt", False, "requirements.txt has lines not pinned with `==` "

@@ -1,0 +1,102 @@
+"""The `dyncert` distribution: a wheel holding dyncert/ only, installable with its extras in a clean venv."""
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+
+import pytest
+
+import dyncert
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TYPED = ["dyncert/_adapt.py", "dyncert/requests.py", "dyncert/httpx.py"]
+
+
+def run(args, **kwargs):
+    """Run a command to completion; its output in the assertion message when it fails."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """`pip wheel .` built from a copy of the tree (setuptools writes build/ and egg-info next to the sources)."""
+    source = tmp_path_factory.mktemp("source")
+    shutil.copy(os.path.join(ROOT, "pyproject.toml"), source)
+    shutil.copytree(os.path.join(ROOT, "dyncert"), source / "dyncert",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("wheels")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
+         "-w", str(out), str(source)])
+    (built,) = out.glob("dyncert-*.whl")
+    return built
+
+
+def test_wheel_holds_only_dyncert(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {name.split("/")[0] for name in names}
+    assert packages == {"dyncert", f"dyncert-{dyncert.__version__}.dist-info"}
+    assert "dyncert/py.typed" in names and "dyncert/requests.py" in names and "dyncert/httpx.py" in names
+    assert not any(name.startswith(("main", "models", "handlers", "tests", "devserver")) for name in names)
+
+
+def test_wheel_metadata(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(f"dyncert-{dyncert.__version__}.dist-info/METADATA").decode()
+    assert f"Version: {dyncert.__version__}\n" in metadata
+    assert "Requires-Python: >=3.11" in metadata
+    assert "Requires-Dist: cryptography" in metadata
+    assert 'extra == "requests"' in metadata and 'extra == "httpx"' in metadata
+
+
+def test_requirements_txt_stays_the_deploy_source(wheel):
+    # App Engine installs requirements.txt when it exists; the pyproject must not replace it.
+    assert os.path.isfile(os.path.join(ROOT, "requirements.txt"))
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        assert 'packages = ["dyncert"]' in f.read()
+
+
+CHECK = """
+import importlib, sys
+import dyncert
+print(dyncert.__version__)
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+        print(name, "ok")
+    except ImportError as e:
+        print(name, "missing", e.name)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extras, expected", [
+    ("", {"dyncert.requests": "missing requests", "dyncert.httpx": "missing httpx"}),
+    ("[requests,httpx]", {"dyncert.requests": "ok", "dyncert.httpx": "ok"}),
+])
+def test_installs_in_a_clean_venv(tmp_path, wheel, extras, expected):
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{wheel}{extras}"])
+    # Outside the source tree, so the installed copy is the one imported.
+    lines = run([python, "-c", CHECK, *expected], cwd=str(tmp_path)).splitlines()
+    assert lines[0] == dyncert.__version__
+    assert {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in lines[1:]} == expected
+
+
+def test_adapters_are_mypy_strict_clean():
+    out = run([sys.executable, "-m", "mypy", "--strict", *TYPED], cwd=ROOT)
+    assert "Success" in out
+
+
+def test_mypy_strict_catches_a_typing_error(tmp_path):
+    # The twin: the same check fails on code that is not typed.
+    bad = tmp_path / "untyped.py"
+    bad.write_text("def f(x):\n    return x\n")
+    result = subprocess.run([sys.executable, "-m", "mypy", "--strict", str(bad)], capture_output=True,
+                            text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 1 and "Function is missing a type annotation" in result.stdout
