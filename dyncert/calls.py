@@ -2,10 +2,14 @@
 
 import dataclasses
 import functools
+import heapq
 import http.client
+import itertools
+import re
 import select
 import socket
 import ssl
+import threading
 import time
 
 import urllib3
@@ -17,6 +21,12 @@ from .identity import rfc3339, san_list
 
 MAX_BODY = 64 * 1024
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+# Framing and hop-by-hop headers are ours to write: a caller's Content-Length, Transfer-Encoding
+# or second Host is the shape of request smuggling (RFC 9112 6.1, RFC 9110 7.6.1).
+FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
+                               "trailer", "keep-alive"})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.1 field-name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: line breaks and worse, never forwarded
 # A TLS 1.3 server that issues no session tickets gives no positive sign that it accepted our
 # certificate; handshake() then waits this long for a rejection alert before reporting success.
 TICKET_WAIT = 0.5
@@ -46,11 +56,112 @@ _PROTOCOL = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCO
 
 @dataclasses.dataclass(frozen=True)
 class Timeouts:
-    """Seconds allowed for the TCP connect, the TLS handshake and each read."""
+    """Seconds allowed for the TCP connect, the TLS handshake, each read, and the whole call (`total`)."""
 
     connect: float = 5.0
     handshake: float = 10.0
     read: float = 10.0
+    total: float = 30.0  # the app's CALL_DEADLINE: a peer dribbling bytes within each read timeout ends here
+
+
+# --- the call deadline -------------------------------------------------------------------
+
+class Deadline:
+    """The end of one call: no socket timeout reaches past it, and a watcher shuts the socket down at it.
+
+    Socket timeouts bound each read, not the sum: a peer sending a byte a second would hold a
+    call for as long as it likes. The watcher thread shuts the watched socket down (the fd
+    only, never the SSL object) once the deadline passes; the blocked read then fails and the
+    call reports `timeout`. A call closes its deadline before it closes or pools its socket.
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sock = None
+        self._done = self._queued = False
+
+    def remaining(self):
+        return self.at - time.monotonic()
+
+    def passed(self):
+        """True once the deadline is over (the watcher fired, or the clock says so)."""
+        return self.expired or self.remaining() <= 0.002
+
+    def timeout(self, seconds):
+        """`seconds`, cut to what is left of the deadline (never 0: that would make a socket non-blocking)."""
+        return max(0.001, min(seconds, self.remaining()))
+
+    def watch(self, sock):
+        """Shut `sock` down when the deadline passes (until close())."""
+        with self._lock:
+            self._sock = sock
+            queue = not self._queued
+            self._queued = True
+        if queue:
+            _watcher.add(self)
+        if self.remaining() <= 0:
+            self._expire()
+
+    def close(self):
+        """The call is over: leave its socket alone from now on."""
+        with self._lock:
+            self._done, self._sock = True, None
+
+    def _expire(self):
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            if self._sock is not None:
+                try:
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)  # the fd; the SSL object stays intact
+                except OSError:
+                    pass
+
+    def error(self, target, phase):
+        return RemoteError("timeout", f"The call did not finish within the call deadline (CALL_DEADLINE, "
+                           f"{self.seconds:g} s), {phase} with {target}.")
+
+
+class _Watcher:
+    """One daemon thread expiring deadlines in time order (started on first use)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap, self._order = [], itertools.count()
+        self._thread = None
+
+    def add(self, deadline):
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dyncert-deadline", daemon=True)
+                self._thread.start()
+            if len(self._heap) > 256:  # drop finished calls now and then: they would wait out their time
+                self._heap = [e for e in self._heap if not e[2]._done]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._heap[0][2] is deadline:  # a new earliest deadline: wake the thread to re-time
+                self._cond.notify()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                at, _, deadline = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            deadline._expire()
+
+
+_watcher = _Watcher()
+_local = threading.local()  # the deadline of the call running on this thread (pooled connections)
 
 
 @dataclasses.dataclass
@@ -117,9 +228,11 @@ def _root_cause(exc):
     return last
 
 
-def remote_error(exc, target, phase):
+def remote_error(exc, target, phase, deadline=None):
     """Map a socket/ssl/urllib3 failure during `phase` to a RemoteError with a stable code."""
     cause = _root_cause(exc)
+    if deadline is not None and deadline.passed() and not isinstance(cause, InputError):
+        return deadline.error(target, phase)  # whatever the socket said, it was cut off by the deadline
     if isinstance(cause, DyncertError):
         return cause
     where = f"{phase} with {target}"
@@ -224,45 +337,64 @@ def _await_verdict(sock, timeout):
         sock.settimeout(timeout)
 
 
-def connect(target, timeouts=Timeouts(), allowed=None):
+def connect(target, timeouts=Timeouts(), allowed=None, deadline=None):
     """A TCP socket to a checked address of `target` (allowed, resolved, never link-local or metadata)."""
+    deadline = deadline or Deadline(timeouts.total)
     if allowed is not None:
         targets.check_allowed(target, allowed)
-    infos = targets.resolve(target, timeouts.connect)
     try:
-        return _connect_tcp(infos, timeouts.connect)
+        infos = targets.resolve(target, deadline.timeout(timeouts.connect))
+        return _connect_tcp(infos, deadline.timeout(timeouts.connect))
+    except RemoteError as e:
+        if not deadline.passed():
+            raise
+        raise deadline.error(target, "connecting") from e
     except OSError as e:
-        raise remote_error(e, target, "connecting") from e
+        raise remote_error(e, target, "connecting", deadline) from e
 
 
-def open_tls(context, target, timeouts, allowed=None, await_verdict=False):
-    """A connected, handshaken SSLSocket to a checked address of `target`, and bytes read early (verdict wait)."""
-    sock, early, _ = _open_tls(context, target, timeouts, allowed, await_verdict)
+def open_tls(context, target, timeouts, allowed=None, await_verdict=False, deadline=None):
+    """A connected, handshaken SSLSocket to a checked address of `target`, and bytes read early (verdict wait).
+
+    `deadline`: the Deadline of the calling call, which then watches the socket; without one the
+    connect and handshake still end by `timeouts.total`, and the socket is the caller's alone.
+    """
+    own = deadline is None
+    deadline = deadline or Deadline(timeouts.total)
+    try:
+        sock, early, _ = _open_tls(context, target, timeouts, allowed, await_verdict, deadline)
+    finally:
+        if own:
+            deadline.close()
     return sock, early
 
 
-def _open_tls(context, target, timeouts, allowed, await_verdict):
+def _open_tls(context, target, timeouts, allowed, await_verdict, deadline):
     """open_tls, plus the ticketed session the verdict wait saw (None if it read none)."""
-    raw = connect(target, timeouts, allowed)
+    raw = connect(target, timeouts, allowed, deadline)
     phase = "during the TLS handshake"
     try:
         sock = context.wrap_socket(raw, server_hostname=target.sni, do_handshake_on_connect=False,
                                    session=reuse.session(context, target))
     except (OSError, ValueError) as e:
         raw.close()
-        raise remote_error(e, target, phase) from e
+        raise remote_error(e, target, phase, deadline) from e
     try:
-        sock.settimeout(timeouts.handshake)
+        deadline.watch(sock)
+        # One do_handshake() is bounded as a whole by the socket timeout (not per read).
+        sock.settimeout(deadline.timeout(timeouts.handshake))
         sock.do_handshake()
-        early, session = _await_verdict(sock, timeouts.handshake) if await_verdict else (b"", None)
-        sock.settimeout(timeouts.read)
+        early, session = (_await_verdict(sock, deadline.timeout(timeouts.handshake)) if await_verdict
+                          else (b"", None))
+        sock.settimeout(deadline.timeout(timeouts.read))
         return sock, early, session
     except BaseException as e:
         sock.close()
-        if isinstance(e, DyncertError):
-            raise
-        if isinstance(e, (OSError, ValueError)):
-            raise remote_error(e, target, phase) from e
+        if isinstance(e, (OSError, ValueError, RemoteError)):
+            error = remote_error(e, target, phase, deadline)
+            if error is e:
+                raise
+            raise error from e
         raise
 
 
@@ -275,12 +407,19 @@ def _elapsed_ms(started):
 def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=None):
     """Connect and shake hands (waiting for a TLS 1.3 server's verdict on our certificate)."""
     started = time.perf_counter()
-    sock, _, session = _open_tls(context, target, timeouts, allowed, await_verdict=True)
+    deadline = Deadline(timeouts.total)
     try:
-        info = tls_info(sock, context, target, client_fingerprint)
-        reuse.remember(context, target, sock, session)
+        sock, _, session = _open_tls(context, target, timeouts, allowed, True, deadline)
+        try:
+            if deadline.passed():
+                raise deadline.error(target, "during the TLS handshake")
+            info = tls_info(sock, context, target, client_fingerprint)
+            reuse.remember(context, target, sock, session)
+        finally:
+            deadline.close()
+            sock.close()
     finally:
-        sock.close()
+        deadline.close()
     info.elapsed_ms = _elapsed_ms(started)
     return {"ok": True, **info.to_dict()}
 
@@ -305,24 +444,39 @@ def echo(context, target, client_fingerprint, send, timeouts=Timeouts(), allowed
     """Write `send` on a raw mTLS socket; read until newline, close, 64 KiB or read timeout."""
     started = time.perf_counter()
     payload = send.encode("utf-8") if isinstance(send, str) else bytes(send)
-    # No verdict wait: a TLS 1.3 rejection surfaces on the first read, mapped the same way.
-    sock, _ = open_tls(context, target, timeouts, allowed)
+    deadline = Deadline(timeouts.total)
     try:
-        info = tls_info(sock, context, target, client_fingerprint)
+        # No verdict wait: a TLS 1.3 rejection surfaces on the first read, mapped the same way.
+        sock, _, _ = _open_tls(context, target, timeouts, allowed, False, deadline)
         try:
-            sock.sendall(payload)
-            received = read_line(sock, MAX_BODY)
-        except OSError as e:
-            raise after_handshake_error(sock, e, target) from e
-        reuse.remember(context, target, sock)
+            info = tls_info(sock, context, target, client_fingerprint)
+            received = exchange_line(sock, payload, target, deadline)
+            reuse.remember(context, target, sock)
+        finally:
+            deadline.close()
+            sock.close()
     finally:
-        sock.close()
+        deadline.close()
     info.elapsed_ms = _elapsed_ms(started)
     return {"ok": True, "received": received.decode("utf-8", "replace"), "tls": info.to_dict()}
 
 
-def after_handshake_error(sock, exc, target):
+def exchange_line(sock, payload, target, deadline):
+    """Send `payload` on a watched socket and read one line back (read_line), by the deadline."""
+    try:
+        sock.sendall(payload)
+        received = read_line(sock, MAX_BODY)
+    except OSError as e:
+        raise after_handshake_error(sock, e, target, deadline) from e
+    if deadline.passed():  # the watcher cut the line short: a partial line is no answer
+        raise deadline.error(target, "after the TLS handshake")
+    return received
+
+
+def after_handshake_error(sock, exc, target, deadline=None):
     """Map a failure after the handshake, preferring an alert already queued (it says why the peer hung up)."""
+    if deadline is not None and deadline.passed():
+        return deadline.error(target, "after the TLS handshake")
     if isinstance(_root_cause(exc), (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
         try:
             sock.setblocking(False)
@@ -363,6 +517,14 @@ class _MTLSPool(urllib3.HTTPConnectionPool):
 
     ConnectionCls = _MTLSConnection
 
+    def _get_conn(self, timeout=None):
+        # A kept-alive connection serves this call now: the call's deadline watches its socket.
+        conn = super()._get_conn(timeout)
+        deadline = getattr(_local, "deadline", None)
+        if deadline is not None and conn.sock is not None:
+            deadline.watch(conn.sock)
+        return conn
+
 
 POOL_SIZE = 4  # idle keep-alive connections kept per identity and peer
 
@@ -375,7 +537,7 @@ def _host_header(target):
 def _make_pool(context, target, timeouts):
     """A pool whose new connections are opened (checked address, handshake, verification) by us."""
     def open_connection():
-        sock, _ = open_tls(context, target, timeouts)
+        sock, _ = open_tls(context, target, timeouts, deadline=getattr(_local, "deadline", None))
         return sock
 
     return _MTLSPool(target.host, target.port, maxsize=POOL_SIZE, block=False, retries=False,
@@ -383,14 +545,48 @@ def _make_pool(context, target, timeouts):
                      dyncert_open=open_connection)
 
 
-def https_request(context, target, client_fingerprint, method="GET", path="/", headers=None, body="",
-                  timeouts=Timeouts(), allowed=None):
-    """One HTTP/1.1 request over a kept-alive mTLS connection; body text capped at 64 KiB (`truncated`)."""
-    started = time.perf_counter()
+def check_request(method, path, headers):
+    """Refuse (InputError invalid_request) what must not reach a peer: odd methods, control characters,
+    framing and hop-by-hop headers, one header twice. Checked before anything is connected or sent."""
     if method not in METHODS:
         raise InputError("invalid_request", f"Expected a method among {', '.join(METHODS)}, found {method!r}.")
     if not isinstance(path, str) or not path.startswith("/"):
         raise InputError("invalid_request", f"Expected a path starting with '/', found {path!r}.")
+    if not path.isascii() or _CONTROL.search(path) or " " in path:
+        raise InputError("invalid_request", "Expected a path of visible ASCII characters (percent-encode the "
+                         "rest); found a space, a control character or a non-ASCII character.")
+    if headers is None:
+        return
+    if not isinstance(headers, dict):
+        raise InputError("invalid_request", "Expected 'headers' as an object of header names to string values.")
+    seen = set()
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise InputError("invalid_request", f"Expected header names made of RFC 9110 token characters, "
+                             f"found {name!r}.")
+        lower = name.lower()
+        if lower in FORBIDDEN_HEADERS or lower.startswith("proxy-"):
+            raise InputError("invalid_request", f"The header {name!r} frames the message or is hop-by-hop: "
+                             "the request sets it itself, so it cannot be given.")
+        if lower in seen:
+            raise InputError("invalid_request", f"Expected each header once, found {name!r} twice (names are "
+                             "case-insensitive).")
+        seen.add(lower)
+        if not isinstance(value, str) or _CONTROL.search(value):
+            raise InputError("invalid_request", f"Expected the value of {name!r} as a string without control "
+                             "characters (no line breaks, tabs or NUL).")
+        try:
+            value.encode("latin-1")  # what HTTP/1.1 header bytes can carry
+        except UnicodeEncodeError:
+            raise InputError("invalid_request", f"Expected the value of {name!r} in ISO-8859-1 "
+                             "(HTTP/1.1 header bytes); found characters beyond it.") from None
+
+
+def https_request(context, target, client_fingerprint, method="GET", path="/", headers=None, body="",
+                  timeouts=Timeouts(), allowed=None):
+    """One HTTP/1.1 request over a kept-alive mTLS connection; body text capped at 64 KiB (`truncated`)."""
+    started = time.perf_counter()
+    check_request(method, path, headers)
     if isinstance(body, str):
         body = body.encode("utf-8")
     if allowed is not None:
@@ -400,10 +596,13 @@ def https_request(context, target, client_fingerprint, method="GET", path="/", h
     kept = reuse.pool(context, (target, timeouts), lambda: _make_pool(context, target, timeouts))
     pool = kept or _make_pool(context, target, timeouts)
     response, reusable = None, False
+    deadline = _local.deadline = Deadline(timeouts.total)
     try:
         try:
             response = pool.urlopen(method, path, body=body or None, headers=send_headers, retries=False,
-                                    redirect=False, preload_content=False, release_conn=False)
+                                    redirect=False, preload_content=False, release_conn=False,
+                                    timeout=urllib3.Timeout(connect=deadline.timeout(timeouts.connect),
+                                                            read=deadline.timeout(timeouts.read)))
             # Read TLS facts before the body: a fully read response goes back to the pool at once.
             # They hold for the connection's life: read (and the session kept) once per connection.
             conn = response.connection
@@ -413,14 +612,21 @@ def https_request(context, target, client_fingerprint, method="GET", path="/", h
                 conn.session_kept = reuse.remember(context, target, conn.tls_sock)
             info = dataclasses.replace(conn.tls_facts, client_fingerprint_sha256=client_fingerprint)
             data = response.read(MAX_BODY + 1) if method != "HEAD" else b""
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            if deadline.passed():
+                raise deadline.error(target, "during the HTTPS request")
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, RemoteError) as e:
             # A TLS 1.3 rejection of our certificate arrives here, as an alert on the first read.
-            raise remote_error(e, target, "during the HTTPS request") from e
+            error = remote_error(e, target, "during the HTTPS request", deadline)
+            if error is e:
+                raise
+            raise error from e
         truncated = len(data) > MAX_BODY
         reusable = not truncated  # an unread rest would have to be drained first: not worth it
         result = {"ok": True, "status": response.status, "headers": dict(response.headers),
                   "body": data[:MAX_BODY].decode("utf-8", "replace"), "truncated": truncated}
     finally:
+        deadline.close()  # before the connection goes back to the pool
+        _local.deadline = None
         if response is not None:
             if not reusable and response.connection is not None:
                 response.connection.close()
