@@ -9,6 +9,7 @@ import re
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 
@@ -28,12 +29,19 @@ FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "c
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.1 field-name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: line breaks and worse, never forwarded
 # A TLS 1.3 server that issues no session tickets gives no positive sign that it accepted our
-# certificate; handshake() then waits this long for a rejection alert before reporting success.
+# certificate. Its rejection alert leaves it about a round trip after our Finished, plus its time to
+# check our chain. The handshake measures the server's answer time (our ClientHello to its first
+# flight: one round trip plus its own handshake work), and handshake() waits VERDICT_FACTOR times
+# that, within [VERDICT_FLOOR, TICKET_WAIT] seconds, instead of a fixed TICKET_WAIT.
 TICKET_WAIT = 0.5
+VERDICT_FLOOR = 0.001  # scheduling noise: below a millisecond, a late alert could slip by
+VERDICT_FACTOR = 2.0  # the verdict needs about what its first flight needed: twice that is the margin
 
-# OpenSSL verify codes (x509_vfy.h) for a certificate valid for another name.
+# OpenSSL verify codes (x509_vfy.h): a certificate valid for another name, or outside its validity.
 _X509_V_ERR_HOSTNAME_MISMATCH = 62
 _X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+_X509_V_ERR_CERT_NOT_YET_VALID = 9
+_X509_V_ERR_CERT_HAS_EXPIRED = 10
 
 # Alerts the peer sends about *our* certificate. handshake_failure is also the pre-TLS 1.3 way
 # of saying "no usable client certificate" (and, rarely, "no shared cipher").
@@ -50,6 +58,22 @@ _REJECTED = {
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake_failure (most often: it refused the client certificate; "
                                      "rarely: no shared cipher)",
 }
+# Apache answers a client chain longer than its SSLVerifyDepth (default 1: an intermediate is one
+# too many) with internal_error, not with a certificate alert.
+_INTERNAL_ERROR = "TLSV1_ALERT_INTERNAL_ERROR"
+_DEPTH_HINT = ("The server sent internal_error right after our client certificate: servers send it when the "
+               "client chain is deeper than they accept (Apache's default SSLVerifyDepth 1 refuses a chain with "
+               "an intermediate). Ask the server's operator to raise the verify depth, and check its log.")
+# A TLS 1.3 server that closes without a word right after our certificate (Node.js does) refused it.
+_SILENT_CLOSE = ("The peer closed the connection right after the TLS 1.3 handshake, before answering and "
+                 "without a session ticket or an alert: it most likely refused the client certificate without "
+                 "saying why")
+# A handshake cannot see a refusal that comes later: nginx completes it, then answers HTTP 400.
+HANDSHAKE_NOTE = ("The TLS handshake succeeded. Some servers (nginx) accept any client certificate in the "
+                  "handshake and refuse it only when a request arrives (HTTP 400): send a request to be sure.")
+NO_VERDICT_NOTE = ("The server sent neither a session ticket nor an alert after our certificate (a TLS 1.3 server "
+                   "without session tickets): accepted as far as TLS can tell. Some servers (nginx) refuse a "
+                   "client certificate only when a request arrives (HTTP 400): send a request to be sure.")
 _PROTOCOL = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE",
              "WRONG_SSL_VERSION", "TLSV1_ALERT_INAPPROPRIATE_FALLBACK", "VERSION_TOO_LOW", "VERSION_TOO_HIGH"}
 
@@ -241,6 +265,12 @@ def remote_error(exc, target, phase, deadline=None):
         if cause.verify_code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
             return RemoteError("hostname_mismatch", f"Expected the peer's certificate to be valid for "
                                f"{target.sni!r}; it is not ({detail}), {where}.")
+        if cause.verify_code == _X509_V_ERR_CERT_HAS_EXPIRED:
+            return RemoteError("peer_certificate_expired", f"Expected a peer certificate chain within its "
+                               f"validity; found an expired certificate ({detail}), {where}.")
+        if cause.verify_code == _X509_V_ERR_CERT_NOT_YET_VALID:
+            return RemoteError("peer_certificate_not_yet_valid", f"Expected a peer certificate chain within its "
+                               f"validity; found a certificate not valid yet ({detail}: check the clocks), {where}.")
         return RemoteError("unknown_ca", f"Expected a peer certificate that verifies against the trusted CA "
                            f"certificates; found one that does not ({detail}), {where}.")
     if isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or (isinstance(cause, ssl.SSLError) and
@@ -254,6 +284,11 @@ def remote_error(exc, target, phase, deadline=None):
         if reason in _PROTOCOL:
             return RemoteError("protocol_version", f"Expected a TLS version both sides accept; found none "
                                f"({reason.lower()}), {where}.")
+        if reason == _INTERNAL_ERROR:
+            error = RemoteError("handshake_failed", f"The peer sent the TLS alert internal_error, {where}. "
+                                f"{_DEPTH_HINT}")
+            error.hint = _DEPTH_HINT  # what to check, for the admin page
+            return error
         return RemoteError("handshake_failed", f"The TLS exchange failed ({reason.lower() or cause}), {where}.")
     if isinstance(cause, socket.gaierror):
         return RemoteError("dns_failure", f"Could not resolve {target.host!r}: {cause.strerror or cause}.")
@@ -268,8 +303,9 @@ def remote_error(exc, target, phase, deadline=None):
     if isinstance(cause, OSError):
         return RemoteError("connection_reset", f"The connection failed ({cause.strerror or cause}), {where}.")
     if isinstance(cause, (http.client.HTTPException, urllib3.exceptions.HTTPError)):
-        return RemoteError("handshake_failed", f"Expected an HTTP/1.1 response, found something else "
-                           f"({type(cause).__name__}), {where}.")
+        # The TLS handshake succeeded (these come from parsing the reply): the port speaks TLS, not HTTP.
+        return RemoteError("invalid_response", f"Expected an HTTP/1.1 response after a good TLS handshake, "
+                           f"found something else ({type(cause).__name__}: {str(cause)[:80]!r}), {where}.")
     return RemoteError("handshake_failed", f"The exchange failed ({type(cause).__name__}), {where}.")
 
 
@@ -292,7 +328,38 @@ def _connect_tcp(infos, timeout):
     raise error
 
 
-def _await_verdict(sock, timeout):
+def verdict_wait(answer_seconds, timeout):
+    """How long to wait for a TLS 1.3 server's alert, given its answer time in the handshake."""
+    return min(timeout, TICKET_WAIT, max(VERDICT_FLOOR, VERDICT_FACTOR * answer_seconds))
+
+
+def _timed_handshake(sock, timeout):
+    """do_handshake() within `timeout` seconds; returns the server's answer time (our first flight to its first).
+
+    Non-blocking, so the moment the server's first flight arrives is seen: that span is one
+    round trip plus the server's handshake work, the same as what its verdict on our certificate
+    takes (a blocking do_handshake() would also count our own work, and no moment in between).
+    """
+    end = time.monotonic() + timeout
+    sock.setblocking(False)
+    started, answer = time.perf_counter(), None
+    while True:
+        try:
+            sock.do_handshake()
+            return answer if answer is not None else time.perf_counter() - started
+        except ssl.SSLWantReadError:
+            readable, _, _ = select.select([sock], [], [], max(0.0, end - time.monotonic()))
+            if not readable:
+                raise TimeoutError("_ssl.c: The handshake operation timed out") from None
+            if answer is None:
+                answer = time.perf_counter() - started
+        except ssl.SSLWantWriteError:
+            _, writable, _ = select.select([], [sock], [], max(0.0, end - time.monotonic()))
+            if not writable:
+                raise TimeoutError("_ssl.c: The handshake operation timed out") from None
+
+
+def _await_verdict(sock, timeout, wait=TICKET_WAIT):
     """TLS 1.3: wait until the server has accepted our certificate (a session ticket) or refused it (alert).
 
     In TLS 1.3 the client finishes its handshake before the server has checked the client
@@ -302,19 +369,20 @@ def _await_verdict(sock, timeout):
     once no application data is left) and `session.has_ticket` flips; an alert raises SSLError.
     Data (a server that speaks first) or a clean close also settle it.
 
-    Returns (bytes read, the ticketed session or None). `sock.session` copies the session
-    (CPython serialises and re-parses it, ~0.1 ms), so it is read only after a wait and a read,
-    normally once per call, and handed on to reuse.remember instead of being read again.
+    Returns (bytes read, the ticketed session or None, True if the server gave a verdict).
+    `sock.session` copies the session (CPython serialises and re-parses it, ~0.1 ms), so it is
+    read only after a wait and a read, normally once per call, and handed on to reuse.remember
+    instead of being read again. `wait`: how long a server without tickets gets (verdict_wait).
     """
     if sock.version() != "TLSv1.3":
-        return b"", None  # TLS 1.2: the server's Finished, received in the handshake, is its verdict
+        return b"", None, True  # TLS 1.2: the server's Finished, received in the handshake, is its verdict
     if sock.session_reused:
         # The server accepted our certificate when it issued this ticket, and a resumed TLS 1.3
         # handshake does not send it again: there is no new verdict to wait for. The ticket is
         # offered again next time (RFC 8446 C.4 asks otherwise for privacy; the certificate
         # names us anyway).
-        return b"", None
-    deadline = time.monotonic() + min(timeout, TICKET_WAIT)
+        return b"", None, True
+    deadline = time.monotonic() + min(timeout, wait)
     sock.setblocking(False)
     try:
         while True:
@@ -322,17 +390,15 @@ def _await_verdict(sock, timeout):
             try:
                 data = sock.recv(MAX_BODY)
                 if not data:
-                    raise RemoteError("connection_reset", "The peer closed the connection right after the TLS 1.3 "
-                                      "handshake without a session ticket: it most likely refused the client "
-                                      "certificate without saying why.")
-                return data, None
+                    raise RemoteError("connection_reset", f"{_SILENT_CLOSE}.")
+                return data, None, True
             except ssl.SSLWantReadError:
                 pass
             session = sock.session
             if session is not None and session.has_ticket:
-                return b"", session
+                return b"", session, True
             if time.monotonic() >= deadline:
-                return b"", None  # no ticket, no alert: accepted as far as we can tell
+                return b"", None, False  # no ticket, no alert: accepted as far as we can tell
     finally:
         sock.settimeout(timeout)
 
@@ -362,7 +428,7 @@ def open_tls(context, target, timeouts, allowed=None, await_verdict=False, deadl
     own = deadline is None
     deadline = deadline or Deadline(timeouts.total)
     try:
-        sock, early, _ = _open_tls(context, target, timeouts, allowed, await_verdict, deadline)
+        sock, early, _, _ = _open_tls(context, target, timeouts, allowed, await_verdict, deadline)
     finally:
         if own:
             deadline.close()
@@ -370,7 +436,8 @@ def open_tls(context, target, timeouts, allowed=None, await_verdict=False, deadl
 
 
 def _open_tls(context, target, timeouts, allowed, await_verdict, deadline):
-    """open_tls, plus the ticketed session the verdict wait saw (None if it read none)."""
+    """open_tls, plus the ticketed session the verdict wait saw (None if it read none) and whether the
+    server gave a verdict on our certificate (False: a TLS 1.3 server with no ticket and no alert)."""
     raw = connect(target, timeouts, allowed, deadline)
     phase = "during the TLS handshake"
     try:
@@ -381,13 +448,14 @@ def _open_tls(context, target, timeouts, allowed, await_verdict, deadline):
         raise remote_error(e, target, phase, deadline) from e
     try:
         deadline.watch(sock)
-        # One do_handshake() is bounded as a whole by the socket timeout (not per read).
-        sock.settimeout(deadline.timeout(timeouts.handshake))
-        sock.do_handshake()
-        early, session = (_await_verdict(sock, deadline.timeout(timeouts.handshake)) if await_verdict
-                          else (b"", None))
+        # The handshake is bounded as a whole (not per read) by the handshake timeout and the deadline.
+        answer = _timed_handshake(sock, deadline.timeout(timeouts.handshake))
+        early, session, verdict = b"", None, True
+        if await_verdict:
+            budget = deadline.timeout(timeouts.handshake)
+            early, session, verdict = _await_verdict(sock, budget, verdict_wait(answer, budget))
         sock.settimeout(deadline.timeout(timeouts.read))
-        return sock, early, session
+        return sock, early, session, verdict
     except BaseException as e:
         sock.close()
         if isinstance(e, (OSError, ValueError, RemoteError)):
@@ -409,7 +477,7 @@ def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=
     started = time.perf_counter()
     deadline = Deadline(timeouts.total)
     try:
-        sock, _, session = _open_tls(context, target, timeouts, allowed, True, deadline)
+        sock, _, session, verdict = _open_tls(context, target, timeouts, allowed, True, deadline)
         try:
             if deadline.passed():
                 raise deadline.error(target, "during the TLS handshake")
@@ -421,7 +489,7 @@ def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=
     finally:
         deadline.close()
     info.elapsed_ms = _elapsed_ms(started)
-    return {"ok": True, **info.to_dict()}
+    return {"ok": True, **info.to_dict(), "note": HANDSHAKE_NOTE if verdict else NO_VERDICT_NOTE}
 
 
 def read_line(sock, limit):
@@ -447,7 +515,7 @@ def echo(context, target, client_fingerprint, send, timeouts=Timeouts(), allowed
     deadline = Deadline(timeouts.total)
     try:
         # No verdict wait: a TLS 1.3 rejection surfaces on the first read, mapped the same way.
-        sock, _, _ = _open_tls(context, target, timeouts, allowed, False, deadline)
+        sock, _, _, _ = _open_tls(context, target, timeouts, allowed, False, deadline)
         try:
             info = tls_info(sock, context, target, client_fingerprint)
             received = exchange_line(sock, payload, target, deadline)
@@ -463,6 +531,7 @@ def echo(context, target, client_fingerprint, send, timeouts=Timeouts(), allowed
 
 def exchange_line(sock, payload, target, deadline):
     """Send `payload` on a watched socket and read one line back (read_line), by the deadline."""
+    version = sock.version()  # None once the peer has gone: read it first
     try:
         sock.sendall(payload)
         received = read_line(sock, MAX_BODY)
@@ -470,7 +539,32 @@ def exchange_line(sock, payload, target, deadline):
         raise after_handshake_error(sock, e, target, deadline) from e
     if deadline.passed():  # the watcher cut the line short: a partial line is no answer
         raise deadline.error(target, "after the TLS handshake")
+    if not received and _unticketed_tls13(sock, version):
+        raise RemoteError("connection_reset", f"{_SILENT_CLOSE}, after the TLS handshake with {target}.")
     return received
+
+
+def _unticketed_tls13(sock, version):
+    """A TLS 1.3 (`version`) connection on which the server sent no session ticket (no sign it took our certificate)."""
+    if sock is None or version != "TLSv1.3" or sock.session_reused:
+        return False
+    session = sock.session
+    return session is None or not session.has_ticket
+
+
+def _queued_alert(sock):
+    """The peer's alert about our certificate, if one already waits on `sock` (it says why the peer hung up)."""
+    if sock is None:
+        return None
+    try:
+        sock.setblocking(False)
+        sock.recv(1)
+    except ssl.SSLError as queued:
+        if getattr(queued, "reason", None) in _REJECTED or getattr(queued, "reason", None) == _INTERNAL_ERROR:
+            return queued
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def after_handshake_error(sock, exc, target, deadline=None):
@@ -478,14 +572,9 @@ def after_handshake_error(sock, exc, target, deadline=None):
     if deadline is not None and deadline.passed():
         return deadline.error(target, "after the TLS handshake")
     if isinstance(_root_cause(exc), (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
-        try:
-            sock.setblocking(False)
-            sock.recv(1)
-        except ssl.SSLError as queued:
-            if getattr(queued, "reason", None) in _REJECTED:
-                return remote_error(queued, target, "after the TLS handshake")
-        except OSError:
-            pass
+        queued = _queued_alert(sock)
+        if queued is not None:
+            return remote_error(queued, target, "after the TLS handshake")
     return remote_error(exc, target, "after the TLS handshake")
 
 
@@ -501,15 +590,67 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
     def __init__(self, *args, dyncert_open=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._dyncert_open = dyncert_open
-        self.tls_sock = self.tls_facts = None
-        self.session_kept = False
+        self.tls_sock = self.tls_facts = self.tls_version = None
+        self.session_kept = self.answered = False
 
     def _new_conn(self):
         # Kept: http.client drops `sock` from a connection that will close, before we read TLS facts.
         # The facts and the kept session belong to the socket: a reconnect starts them afresh.
-        self.tls_facts, self.session_kept = None, False
+        self.tls_facts, self.session_kept, self.answered, self.last_words = None, False, False, None
         self.tls_sock = self._dyncert_open()
+        self.tls_version = self.tls_sock.version()
         return self.tls_sock
+
+    def close(self):
+        # http.client closes the connection the moment a read fails: what the socket still holds
+        # (an alert, whether a ticket came) is read first, for the error getresponse() raises.
+        if self.tls_sock is not None and not self.answered and sys.exc_info()[1] is not None:
+            self.last_words = (_queued_alert(self.tls_sock), _unticketed_tls13(self.tls_sock, self.tls_version))
+        super().close()
+
+    def _words(self, reading=True):
+        """(alert waiting, no ticket on TLS 1.3) of this connection's socket, or as it was when closed.
+
+        `reading` False: nothing was read yet, so tickets may still wait unread (no ticket is no sign).
+        """
+        if self.last_words is not None:
+            return self.last_words
+        return _queued_alert(self.tls_sock), reading and _unticketed_tls13(self.tls_sock, self.tls_version)
+
+    # A TLS 1.3 server refuses our certificate after our handshake is done: its alert may be
+    # waiting while the write of the request fails (EOF, reset, broken pipe). Read it here,
+    # before urllib3 closes the socket, so the error says what the peer said.
+    def request(self, *args, **kwargs):
+        try:
+            return super().request(*args, **kwargs)
+        except (BrokenPipeError, ConnectionResetError):
+            raise  # urllib3 goes on to read the response: an alert (or a reply sent before closing) comes there
+        except OSError as e:
+            queued, _ = self._words(reading=False)
+            if queued is not None:
+                raise queued from e
+            raise
+
+    def getresponse(self):
+        try:
+            response = super().getresponse()
+        except OSError as e:
+            self._raise_last_words(e)
+            raise
+        self.answered = True
+        return response
+
+    def _raise_last_words(self, error):
+        """Raise what the peer said before `error` (an alert), or that it said nothing after our certificate."""
+        if self.answered:
+            return  # a kept-alive connection the server closed meanwhile: nothing to say about us
+        queued, unticketed = self._words()
+        if queued is not None:
+            raise queued from error
+        hung_up = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)  # RemoteDisconnected is a reset
+        if unticketed and isinstance(error, hung_up):
+            raise RemoteError("connection_reset", f"{_SILENT_CLOSE}, during the HTTPS request with "
+                              f"{self.host}:{self.port}.") from error
 
 
 class _MTLSPool(urllib3.HTTPConnectionPool):
