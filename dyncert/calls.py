@@ -5,6 +5,7 @@ import functools
 import heapq
 import http.client
 import itertools
+import os
 import re
 import select
 import socket
@@ -154,8 +155,12 @@ class _Watcher:
     """One daemon thread expiring deadlines in time order (started on first use)."""
 
     def __init__(self):
+        self._reset()
+
+    def _reset(self):
+        # Also in a forked child (gunicorn workers): the parent's thread does not exist there.
         self._cond = threading.Condition()
-        self._heap, self._order = [], itertools.count()
+        self._heap, self._order, self._limit = [], itertools.count(), 256
         self._thread = None
 
     def add(self, deadline):
@@ -163,9 +168,10 @@ class _Watcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="dyncert-deadline", daemon=True)
                 self._thread.start()
-            if len(self._heap) > 256:  # drop finished calls now and then: they would wait out their time
+            if len(self._heap) > self._limit:  # finished calls would wait out their time: drop them
                 self._heap = [e for e in self._heap if not e[2]._done]
                 heapq.heapify(self._heap)
+                self._limit = max(256, 2 * len(self._heap))  # amortised: not on every add
             heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
             if self._heap[0][2] is deadline:  # a new earliest deadline: wake the thread to re-time
                 self._cond.notify()
@@ -185,6 +191,8 @@ class _Watcher:
 
 
 _watcher = _Watcher()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_watcher._reset)
 _local = threading.local()  # the deadline of the call running on this thread (pooled connections)
 
 

@@ -199,3 +199,21 @@ def test_fetch_ends_by_the_deadline(datastore, settings, world, tmp_path, deadli
 def test_call_deadline_setting(value, expected):
     env = {} if value is None else {"CALL_DEADLINE": value}
     assert settings_module.from_environ(env).call_deadline == expected
+
+
+def test_the_watcher_shuts_a_watched_socket_down_and_leaves_a_closed_deadline_alone():
+    from dyncert import calls
+    watched, peer = socket.socketpair()
+    spared, spared_peer = socket.socketpair()
+    with watched, peer, spared, spared_peer:
+        cut, kept = calls.Deadline(0.05), calls.Deadline(0.05)
+        cut.watch(watched)
+        kept.watch(spared)
+        kept.close()  # the call ended in time: its socket (maybe pooled now) is not ours to cut
+        watched.settimeout(5)
+        assert watched.recv(1) == b""  # shut down by the watcher, though the peer never closed
+        assert cut.expired and cut.passed()
+        time.sleep(0.1)  # the watcher has passed kept's time too (it is a hair after cut's)
+        spared_peer.sendall(b"x")
+        spared.settimeout(5)
+        assert spared.recv(1) == b"x" and not kept.expired
