@@ -77,7 +77,8 @@ EXPLANATIONS = {
     "timeout": (
         "The server did not answer in time.",
         "Check that the host and port are right and reachable (a firewall that drops packets "
-        "shows up as a timeout), and that the server answers the request or echo line."),
+        "shows up as a timeout), and that the server answers the request or echo line. A server "
+        "that sends slowly is cut off at CALL_DEADLINE (30 s unless set) for the whole call."),
     "target_not_allowed": (
         "This app refuses to connect to the stored target.",
         "Link-local and metadata-server addresses are always refused; when ALLOWED_TARGETS is "
