@@ -16,9 +16,9 @@ log = logging.getLogger("dyncert.calls")
 
 
 def timeouts(settings):
-    """Connect, handshake and read timeouts from the settings."""
+    """Connect, handshake and read timeouts, and the whole call's deadline, from the settings."""
     return calls.Timeouts(connect=settings.connect_timeout, handshake=settings.io_timeout,
-                          read=settings.io_timeout)
+                          read=settings.io_timeout, total=settings.call_deadline)
 
 
 def allowed(settings):
@@ -100,26 +100,29 @@ def echo(stored, settings, send):
 
     def work():
         started = time.perf_counter()
-        sock = calls.connect(target, timeouts(settings), allowed(settings))  # a checked address only
+        deadline = calls.Deadline(settings.call_deadline)
+        sock = calls.connect(target, timeouts(settings), allowed(settings), deadline)  # a checked address only
         try:
-            sock.settimeout(settings.io_timeout)
+            deadline.watch(sock)  # the handshake below reads through this same file descriptor
+            # do_handshake() is bounded as a whole by the socket timeout; reads by the deadline's watcher.
+            sock.settimeout(deadline.timeout(settings.io_timeout))
             # server_hostname sends SNI, which python27's sample predates; many servers need it now.
             sock = dyncert.wrap_socket(sock, keyfile=io.StringIO(key_str), certfile=io.StringIO(cert_str),
                                        cert_reqs=ssl.CERT_REQUIRED, ca_certs=ca_certs,
                                        server_hostname=target.sni)
+            deadline.watch(sock)
             dyncert.match_hostname(sock.getpeercert(), target.sni)
         except (OSError, ValueError) as e:
+            deadline.close()
             sock.close()
             if isinstance(e, DyncertError):
                 raise
-            raise calls.remote_error(e, target, "during the TLS handshake") from e
+            raise calls.remote_error(e, target, "during the TLS handshake", deadline) from e
         try:
             info = calls.tls_info(sock, sock.context, target, stored.identity.fingerprint_sha256)
-            sock.sendall(send.encode("utf-8"))
-            received = calls.read_line(sock, calls.MAX_BODY)
-        except OSError as e:
-            raise calls.after_handshake_error(sock, e, target) from e
+            received = calls.exchange_line(sock, send.encode("utf-8"), target, deadline)
         finally:
+            deadline.close()
             sock.close()
         info.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
         return {"ok": True, "received": received.decode("utf-8", "replace"), "tls": info.to_dict()}

@@ -35,6 +35,7 @@ class Settings:
     secure_cookies: bool = False
     connect_timeout: float = 5.0
     io_timeout: float = 10.0
+    call_deadline: float = 30.0
 
 
 def from_environ(environ=None, **overrides):
@@ -55,6 +56,8 @@ def from_environ(environ=None, **overrides):
         secure_cookies=on_gae or _flag(env.get("SECURE_COOKIES")),
         connect_timeout=float(env.get("CONNECT_TIMEOUT", "5")),
         io_timeout=float(env.get("IO_TIMEOUT", "10")),
+        # No outbound call lasts longer, however slowly the peer sends (each read has io_timeout too).
+        call_deadline=float(env.get("CALL_DEADLINE", "30")),
     )
     secret = env.get("SESSION_SECRET")
     if secret:

@@ -8,7 +8,7 @@ import ssl
 import sys
 import tempfile
 
-from . import adapters, app, https, memory, paths, peers, pki, report, timing
+from . import adapters, app, https, memory, paths, peers, pki, report, tickets, timing
 
 SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
@@ -20,7 +20,8 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, help="rounds per group (default 6, quick 2)")
     parser.add_argument("--duration", type=float, help="seconds per path per round (default 0.5, quick 0.2)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), help="pin the peers to one TLS version")
-    parser.add_argument("--skip", action="append", default=[], choices=("handshakes", "https", "adapters", "app", "memory"),
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=("handshakes", "https", "adapters", "app", "memory", "tickets"),
                         help="leave a group out (repeatable)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 6)
@@ -72,6 +73,9 @@ def main(argv=None):
                 result["handshakes"] = handshakes(p, peer, args, cold)
             if "app" not in args.skip:
                 result["app"] = app.run(p, peer.port, workdir, args.rounds, 0.6 if args.quick else 1.0, log)
+        if "tickets" not in args.skip:
+            log("TLS 1.3 servers with and without session tickets")
+            result["tickets"] = tickets.run(p, args.rounds, args.duration, log)
         if "https" not in args.skip or "adapters" not in args.skip:
             if peers.Nginx.available():
                 with peers.Nginx(p, args.tls) as nginx:
@@ -84,12 +88,13 @@ def main(argv=None):
         if "memory" not in args.skip:
             log("memory, in a fresh interpreter")
             result["memory"] = memory.run(count=1000, default_count=200, bundle_count=10 if args.quick else 20)
-    result["ratios"] = report.ratios(result.get("handshakes"), result.get("https"), result.get("app"))
+    result["ratios"] = report.ratios(result.get("handshakes"), result.get("https"), result.get("app"),
+                                     result.get("tickets"))
     result["ratios"].update(report.adapter_ratios(result.get("adapters")))
     result["goals"] = (report.goals(result["ratios"], result.get("app"), result.get("memory"))
                        + report.adapter_goals(result["ratios"]))
     if args.json:
-        for group in ("handshakes", "https", "adapters"):
+        for group in ("handshakes", "https", "tickets", "adapters"):
             if group in result:
                 result[group]["samples"] = {k: [list(s) for s in v] for k, v in result[group]["samples"].items()}
         result["goals"] = [{"goal": g, "measured": m, "passed": ok} for g, m, ok in result["goals"]]

@@ -7,7 +7,7 @@ from dyncert import calls, targets
 
 from . import paths
 
-HEADERS = {"Host": "localhost"}
+HEADERS = {}  # Host comes from the target (a caller may not set it)
 
 
 @contextlib.contextmanager

@@ -27,9 +27,14 @@ def paired_ratio(samples, a, b):
     return statistics.median(ratios) if ratios else None
 
 
-def ratios(hs, https, app):
+def ratios(hs, https, app, tickets=None):
     """Every ratio the goals and the table quote."""
     out = {}
+    if tickets:
+        # Cost ratios (time per call), so "<= 2x" reads as "at most twice as slow".
+        s = tickets["samples"]
+        out["no_tickets_vs_tickets_full"] = paired_ratio(s, "tickets_full", "no_tickets_full")
+        out["no_tickets_vs_tickets_reuse"] = paired_ratio(s, "tickets_reuse", "no_tickets_reuse")
     if hs:
         s = hs["samples"]
         out.update({
@@ -67,6 +72,9 @@ def goals(r, app, memory):
               f"{(r.get('cold_tempfile_vs_static') or 0):.3f}x"),
         check("  same, temp dir on tmpfs (App Engine's /tmp is in memory)", r.get("cold_tempfile_tmpfs_vs_static"),
               lambda v: v >= 0.8, f"{r.get('cold_tempfile_tmpfs_vs_static') or 0:.3f}x"),
+        check("TLS 1.3 server without tickets costs <= 2x a ticketing one (full handshakes)",
+              r.get("no_tickets_vs_tickets_full"), lambda v: v <= 2,
+              f"{(r.get('no_tickets_vs_tickets_full') or 0):.2f}x"),
         check("warm >= 10x naive", r.get("warm_vs_naive"), lambda v: v >= 10, f"{(r.get('warm_vs_naive') or 0):.1f}x"),
         check("resumed >= 2x full", r.get("resumed_vs_full"), lambda v: v >= 2, f"{(r.get('resumed_vs_full') or 0):.2f}x"),
         check("pooled >= 10x per-request", r.get("pooled_vs_per_request"), lambda v: v >= 10,
@@ -131,6 +139,15 @@ def table(result):
         reused = {k: f"session_reused {a}/{n}" for k, (a, n) in hs["reused"].items()}
         lines += [""] + _rows(f"Handshakes against openssl s_server -Verify 1 ({hs['tls_version']}), "
                               "connect + handshake + close", HANDSHAKE_ROWS, hs["summary"], "static", reused)
+    tk = result.get("tickets")
+    if tk:
+        r, s = result["ratios"], tk["summary"]
+        lines += ["", "calls.handshake() against TLS 1.3 s_server with tickets vs -num_tickets 0 (the verdict wait)",
+                  f"  reuse off (full handshakes): {s['tickets_full']['rate']:.0f}/s vs "
+                  f"{s['no_tickets_full']['rate']:.0f}/s: no-ticket server costs "
+                  f"{(r.get('no_tickets_vs_tickets_full') or 0):.2f}x ({tk['verdicts'].get('no_tickets_full')})",
+                  f"  reuse on (only the ticketing server resumes): {s['tickets_reuse']['rate']:.0f}/s vs "
+                  f"{s['no_tickets_reuse']['rate']:.0f}/s: {(r.get('no_tickets_vs_tickets_reuse') or 0):.2f}x"]
     if https:
         reused = {k: f"session_reused {a}/{n}, {https['connections'][k]} connection(s) opened"
                   for k, (a, n) in https["reused"].items()}

@@ -11,6 +11,7 @@ The seed snippet keeps working with only its import changed:
 import collections
 import datetime
 import hashlib
+import hmac
 import ipaddress
 import os
 import ssl
@@ -20,10 +21,12 @@ from . import context as _context
 from .errors import CertificateError, InputError
 from .identity import ClientIdentity
 
-# Parsing and checking an RSA key costs ~40 ms: parsed identities are cached by content hash.
-_IDENTITY_CACHE_SIZE = 256
-# Contexts for the variants the shared cache does not key on (no hostname check, CERT_NONE, ciphers).
-_VARIANT_CACHE_SIZE = 64
+# Parsing and checking an RSA key costs ~40 ms: contexts are cached by a digest of the PEM they
+# came from, with the certificate's validity window. Never the key bytes or the parsed identity:
+# the context already holds the key (inside OpenSSL), and a deleted identity leaves no copy here.
+_CONTEXT_CACHE_SIZE = 256
+# The digest of key bytes is keyed per process: a cache key is no stable oracle for guessing a key.
+_DIGEST_KEY = os.urandom(32)
 # Python 2.7 protocol names we refuse: TLS 1.0 and 1.1 are deprecated (RFC 8996).
 _OLD_PROTOCOLS = {"PROTOCOL_TLSv1": "TLSv1", "PROTOCOL_TLSv1_1": "TLSv1.1", "PROTOCOL_SSLv2": "SSLv2",
                   "PROTOCOL_SSLv3": "SSLv3"}
@@ -52,8 +55,7 @@ class _LRU:
             return self._items[key]
 
 
-_identities = _LRU(_IDENTITY_CACHE_SIZE)
-_variants = _LRU(_VARIANT_CACHE_SIZE)
+_contexts = _LRU(_CONTEXT_CACHE_SIZE)
 
 
 def _read_source(value, what):
@@ -79,18 +81,27 @@ def _read_source(value, what):
                      f"found {type(value).__name__}.")
 
 
-def _identity(certfile, keyfile):
-    """ClientIdentity for the cert/key sources (cached by content; validity re-checked on every use)."""
+def _cached_context(certfile, keyfile, trust, version, check_hostname, verify, ciphers):
+    """The context for these sources and options: cached (context + validity) by content, validity re-checked."""
+    if certfile is None:
+        key = (None, _trust_id(trust), version, check_hostname, verify, ciphers)
+        ctx = _contexts.get(key)
+        return ctx if ctx is not None else _contexts.put(key, _client_context(None, trust, version, check_hostname,
+                                                                             verify, ciphers))
     cert_pem = _read_source(certfile, "certfile")
     key_pem = _read_source(keyfile, "keyfile") if keyfile is not None else cert_pem
-    digest = hashlib.sha256(cert_pem + b"\0" + key_pem).digest()
-    identity = _identities.get(digest)
-    if identity is None:
-        return _identities.put(digest, ClientIdentity.from_pem(cert_pem, key_pem))
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if not identity.not_before <= now <= identity.not_after:
-        ClientIdentity.from_pem(cert_pem, key_pem, now=now)  # raises the precise expiry error
-    return identity
+    digest = hmac.digest(_DIGEST_KEY, cert_pem + b"\0" + key_pem, "sha256")
+    key = (digest, _trust_id(trust), version, check_hostname, verify, ciphers)
+    entry = _contexts.get(key)
+    if entry is not None:
+        ctx, not_before, not_after = entry
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if not not_before <= now <= not_after:
+            ClientIdentity.from_pem(cert_pem, key_pem, now=now)  # raises the precise expiry error
+        return ctx
+    identity = ClientIdentity.from_pem(cert_pem, key_pem)
+    ctx = _client_context(identity, trust, version, check_hostname, verify, ciphers)
+    return _contexts.put(key, (ctx, identity.not_before, identity.not_after))[0]
 
 
 def _tls_version(ssl_version):
@@ -130,13 +141,9 @@ def _trust_id(ca_certs):
 
 
 def _client_context(identity, ca_certs, version, check_hostname, verify, ciphers):
-    """The shared cached context when nothing differs from its defaults, else a cached variant."""
+    """The shared cached context when nothing differs from its defaults, else a new variant."""
     if identity is not None and check_hostname and verify and ciphers is None:
         return _context.cached_client_context(identity, ca_certs, version)
-    key = (identity.content_id if identity else None, _trust_id(ca_certs), version, check_hostname, verify, ciphers)
-    ctx = _variants.get(key)
-    if ctx is not None:
-        return ctx
     if identity is not None:
         ctx = _context.client_context(identity, ca_certs, version)
     else:
@@ -151,7 +158,7 @@ def _client_context(identity, ca_certs, version, check_hostname, verify, ciphers
         except ssl.SSLError as e:
             raise InputError("invalid_request", f"Expected an OpenSSL cipher list, found {ciphers!r}, "
                              "which selects no cipher.") from e
-    return _variants.put(key, ctx)
+    return ctx
 
 
 def wrap_socket(sock, keyfile=None, certfile=None, server_side=False, cert_reqs=ssl.CERT_REQUIRED,
@@ -177,9 +184,8 @@ def wrap_socket(sock, keyfile=None, certfile=None, server_side=False, cert_reqs=
     trust = _read_source(ca_certs, "ca_certs") if ca_certs is not None and hasattr(ca_certs, "read") else ca_certs
     if isinstance(trust, str) and "-----BEGIN" in trust:
         trust = trust.encode("utf-8")
-    identity = _identity(certfile, keyfile) if certfile is not None else None
     check_hostname = verify and server_hostname is not None
-    ctx = _client_context(identity, trust, version, check_hostname, verify, ciphers)
+    ctx = _cached_context(certfile, keyfile, trust, version, check_hostname, verify, ciphers)
     return ctx.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=do_handshake_on_connect,
                            suppress_ragged_eofs=suppress_ragged_eofs)
 

@@ -13,6 +13,8 @@ REMOTE_CODES = frozenset({
     "unknown_ca", "hostname_mismatch", "peer_rejected_certificate",
     "protocol_version", "handshake_failed", "connection_refused",
     "dns_failure", "connection_reset", "timeout",
+    # v1.1: the server's certificate outside its validity; a reply that is not HTTP after a good handshake.
+    "peer_certificate_expired", "peer_certificate_not_yet_valid", "invalid_response",
 })
 
 

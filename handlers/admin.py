@@ -52,6 +52,18 @@ EXPLANATIONS = {
         "The TLS handshake failed for a reason other than the usual ones.",
         "Check that the port speaks TLS (not plain HTTP), that a cipher suite is shared, and read "
         "the message above for OpenSSL's reason."),
+    "invalid_response": (
+        "The TLS handshake succeeded, but the reply was not HTTP/1.1: the port speaks TLS but not HTTP.",
+        "Check the port: it may be a raw TLS service (use Echo for it) rather than the HTTPS endpoint, "
+        "or an HTTP/2-only server. The handshake itself is fine."),
+    "peer_certificate_expired": (
+        "The server presented a certificate (or chain) that has expired.",
+        "The server's operator must renew its certificate; check also that this app's clock is right. "
+        "Trusting another CA does not help."),
+    "peer_certificate_not_yet_valid": (
+        "The server presented a certificate that is not valid yet.",
+        "Check the clocks: the server's certificate starts in the future as this app sees it (a new "
+        "certificate installed early, or a clock off on either side)."),
     "connection_refused": (
         "Nothing accepted the TCP connection at the stored host and port.",
         "Check the host and port of this identity and that the server is running and reachable "
@@ -67,7 +79,8 @@ EXPLANATIONS = {
     "timeout": (
         "The server did not answer in time.",
         "Check that the host and port are right and reachable (a firewall that drops packets "
-        "shows up as a timeout), and that the server answers the request or echo line."),
+        "shows up as a timeout), and that the server answers the request or echo line. A server "
+        "that sends slowly is cut off at CALL_DEADLINE (30 s unless set) for the whole call."),
     "target_not_allowed": (
         "This app refuses to connect to the stored target.",
         "Link-local and metadata-server addresses are always refused; when ALLOWED_TARGETS is "
@@ -477,7 +490,9 @@ class Detail(AdminHandler):
             own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
             check = check.format(trusts=trusted_by(own, settings) if settings else "the trusted CAs",
                                  or_ca_file="" if own else ", or add that CA to CA_FILE for every identity")
-        return {"code": error.code, "message": error.message, "what": what, "check": check}
+        # A more precise check when the library knows it (e.g. internal_error: the client chain's depth).
+        return {"code": error.code, "message": error.message, "what": what,
+                "check": getattr(error, "hint", None) or check}
 
 
 class Test(Detail):

@@ -2,18 +2,11 @@
 
 import models
 import outbound
+from dyncert.calls import METHODS, check_request
 from dyncert.errors import InputError
 from handlers.api import ApiHandler
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 MAX_SEND = 64 * 1024  # request bodies and echo lines we forward
-
-
-def valid_header(name, value):
-    """A header name token and a value without line breaks (no header injection)."""
-    return (isinstance(name, str) and isinstance(value, str) and name.isascii() and name.strip() == name
-            and name and not any(c in name for c in ":()<>@,;\\\"/[]?={} \t\r\n\0")
-            and not any(c in value for c in "\r\n\0"))
 
 
 def request_params(body):
@@ -24,10 +17,8 @@ def request_params(body):
     payload = body.get("body") or ""
     if method not in METHODS:
         raise InputError("invalid_request", f"'method' must be one of {', '.join(METHODS)}.")
-    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "\r\n\0 "):
-        raise InputError("invalid_request", "'path' must start with '/' and hold no spaces or line breaks.")
-    if not isinstance(headers, dict) or not all(valid_header(k, v) for k, v in headers.items()):
-        raise InputError("invalid_request", "'headers' must be an object of header names to string values.")
+    # Control characters anywhere, framing and hop-by-hop headers: refused before anything is sent.
+    check_request(method, path, headers)
     if not isinstance(payload, str) or len(payload.encode()) > MAX_SEND:
         raise InputError("invalid_request", f"'body' must be a string of at most {MAX_SEND // 1024} KiB.")
     return method, path, headers, payload

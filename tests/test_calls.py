@@ -1,5 +1,6 @@
 """dyncert.calls against real loopback peers (Python ssl and openssl s_server); every code from a real scenario."""
 
+import datetime
 import json
 import socket
 import ssl
@@ -33,6 +34,9 @@ def world():
     w.server = pki.server_cert(ours.root)
     w.localhost_only = pki.server_cert(ours.root, "localhost")
     w.expired_server = pki.expired(ours.root, pki.server_cert)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    w.future_server = pki.server_cert(ours.root, not_before=now + datetime.timedelta(days=1),
+                                      not_after=now + datetime.timedelta(days=30))
     w.client = ClientIdentity.from_pem(client.cert_pem, client.key_pem)
     w.rsa_client = ClientIdentity.from_pem(rsa_client.cert_pem, rsa_client.key_pem)
     w.foreign = ClientIdentity.from_pem(foreign.cert_pem, foreign.key_pem)
@@ -79,7 +83,7 @@ def test_handshake_accepted(world, kind, version):
     with PEERS[kind](world, version) as peer:
         result = calls.handshake(ctx(world.client, world.ours.ca_pem), target(peer), world.client.fingerprint_sha256,
                                  timeouts=FAST)
-    assert result["ok"] is True and set(result) == TLS_FIELDS | {"ok"}
+    assert result["ok"] is True and set(result) == TLS_FIELDS | {"ok", "note"}
     assert result["tls_version"] == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[version.name]
     assert result["server_hostname"] == "localhost" and result["hostname_verified"] is True
     assert result["peer"]["san"] == ["DNS:localhost", "IP:127.0.0.1", "IP:::1"]
@@ -149,7 +153,8 @@ def test_peer_verified_against_given_ca(world, trusted, code):
             assert call_error(calls.handshake, *args, timeouts=FAST) == code
 
 
-@pytest.mark.parametrize("server, code", [("server", None), ("expired_server", "unknown_ca")])
+@pytest.mark.parametrize("server, code", [("server", None), ("expired_server", "peer_certificate_expired"),
+                                          ("future_server", "peer_certificate_not_yet_valid")])
 def test_expired_peer_certificate(world, server, code):
     with python_peer(world, server=getattr(world, server)) as peer:
         args = (ctx(world.client, world.ours.ca_pem), target(peer), world.client.fingerprint_sha256)
@@ -341,7 +346,7 @@ def test_tls_info_to_dict_fields():
     assert set(info.to_dict()) == TLS_FIELDS
 
 
-@pytest.mark.parametrize("mode, code", [("https", None), ("echo", "handshake_failed")])
+@pytest.mark.parametrize("mode, code", [("https", None), ("echo", "invalid_response")])
 def test_https_request_to_a_non_http_peer(world, mode, code):
     # The echo peer sends the request line back: a TLS peer that does not speak HTTP.
     with python_peer(world, mode=mode) as peer:

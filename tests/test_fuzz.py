@@ -37,7 +37,8 @@ INPUT_CODES = {"invalid_json", "invalid_request", "invalid_certificate", "invali
                "wrong_password", "certificate_expired", "certificate_not_yet_valid", "invalid_ca_certs",
                "invalid_pkcs12", "unsupported_tls_version", "invalid_target", "target_not_allowed"}
 REMOTE_CODES = {"unknown_ca", "hostname_mismatch", "peer_rejected_certificate", "protocol_version",
-                "handshake_failed", "connection_refused", "dns_failure", "connection_reset", "timeout"}
+                "handshake_failed", "connection_refused", "dns_failure", "connection_reset", "timeout",
+                "peer_certificate_expired", "peer_certificate_not_yet_valid", "invalid_response"}  # v1.1
 DOCUMENTED = INPUT_CODES | REMOTE_CODES | {"too_large", "not_found", "unauthenticated", "forbidden",
                                            "method_not_allowed", "csrf_failed", "unsupported_media_type",
                                            "rate_limited"}
