@@ -18,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 
 from cryptography import x509
+from dyncert.identity import display_name
 
 from tests import pki
 
@@ -30,7 +31,7 @@ def describe_peer_cert(tls_socket):
     der = tls_socket.getpeercert(binary_form=True)
     if der is None:
         return None
-    return {"subject": x509.load_der_x509_certificate(der).subject.rfc4514_string(),
+    return {"subject": display_name(x509.load_der_x509_certificate(der).subject),
             "fingerprint_sha256": hashlib.sha256(der).hexdigest()}
 
 
