@@ -10,7 +10,7 @@ log = logging.getLogger("dyncert.expiry")
 
 
 class Expiry(ApiHandler):
-    """GET /cron/expiry: log a structured warning per expired or expiring identity."""
+    """GET /cron/expiry: log a structured warning per expired or expiring identity, and per stale pending key."""
 
     public = True  # checked below: App Engine cron, or an admin
 
@@ -24,4 +24,6 @@ class Expiry(ApiHandler):
         for state in ("expired", "expiring"):
             for entry in report[state]:
                 log.warning(json.dumps(dict(entry, event="certificate_" + state)))
+        for entry in report["stale_pending"]:  # a CSR nobody answered: its key waits, sealed, for nothing
+            log.warning(json.dumps(dict(entry, event="pending_key_stale")))
         self.write_json(report)

@@ -5,7 +5,7 @@ import logging
 
 import webapp2
 
-from handlers import admin, api, calls, cron, pages, static
+from handlers import admin, api, calls, cron, lifecycle, pages, static
 
 EMPLOYEE = r"<employee:[^/]+>"
 ADDRESS = r"<address:[^/]+>"
@@ -24,6 +24,12 @@ ROUTES = [
     webapp2.Route(IDENTITY + "/handshake", calls.Handshake),
     webapp2.Route(IDENTITY + "/request", calls.Request),
     webapp2.Route(IDENTITY + "/echo", calls.Echo),
+    webapp2.Route(IDENTITY + "/csr", lifecycle.Csr),
+    webapp2.Route(IDENTITY + "/next", lifecycle.Next),
+    webapp2.Route(IDENTITY + "/next/handshake", lifecycle.NextHandshake),
+    webapp2.Route(IDENTITY + "/promote", lifecycle.Promote),
+    webapp2.Route(IDENTITY + "/rollback", lifecycle.Rollback),
+    webapp2.Route(IDENTITY + "/history", lifecycle.History),
     webapp2.Route("/api/v1/fetch", calls.Fetch),
     webapp2.Route("/cron/expiry", cron.Expiry),
     webapp2.Route("/admin", admin.List),
