@@ -39,6 +39,12 @@ ROUTES = [
     webapp2.Route(ADMIN_IDENTITY + "/test", admin.Test),
     webapp2.Route(ADMIN_IDENTITY + "/request", admin.Request),
     webapp2.Route(ADMIN_IDENTITY + "/echo", admin.Echo),
+    webapp2.Route(ADMIN_IDENTITY + "/csr", admin.GenerateCsr),
+    webapp2.Route(ADMIN_IDENTITY + "/next", admin.UploadNext),
+    webapp2.Route(ADMIN_IDENTITY + "/next/test", admin.TestNext),
+    webapp2.Route(ADMIN_IDENTITY + "/next/discard", admin.DiscardNext),
+    webapp2.Route(ADMIN_IDENTITY + "/promote", admin.Promote),
+    webapp2.Route(ADMIN_IDENTITY + "/rollback", admin.Rollback),
 ]
 
 PUBLIC_PATHS = ("/", "/healthz", "/signin", "/static/")
