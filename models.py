@@ -125,7 +125,8 @@ def address_key(employee, address):
     if not isinstance(employee, str) or not EMPLOYEE_ID.match(employee):
         raise InputError("invalid_request", "The employee id must be 1-64 characters of A-Z a-z 0-9 . _ @ -.")
     if isinstance(address, str):
-        address = int(address) if address.isdigit() and len(address) <= 16 else 0
+        # ASCII digits only: str.isdigit() also accepts '²' and '١', which int() refuses or reads as 1.
+        address = int(address) if address.isascii() and address.isdigit() and len(address) <= 16 else 0
     if isinstance(address, bool) or not isinstance(address, int) or not 1 <= address <= MAX_ADDRESS_ID:
         raise InputError("invalid_request", "The address id must be an integer from 1 to 2^53.")
     return ndb.Key(Employee, employee, Address, address)

@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import time
+import urllib.parse
 
 import pytest
 from cryptography import x509
@@ -297,3 +298,32 @@ def test_bad_ids_are_invalid_request(admin):
     for path in ("/api/v1/employees/a%20b/addresses/1/history", "/api/v1/employees/a/addresses/0/csr",
                  "/api/v1/employees/a/addresses/x/next"):
         assert admin.get(path, status=400).json["error"]["code"] == "invalid_request"
+
+
+ODD_BODIES = [b"", b"{", b"[]", b"null", b'"x"', b'{"subject": {"CN": "\\ud800"}}', b'{"subject": []}',
+              b'{"subject": {"CN": ["x"]}}', b'{"san": {"dns": [1, 2]}, "subject": {"CN": "x"}}',
+              b'{"key_type": {"a": 1}, "subject": {"CN": "x"}}', b'{"cert": 5}', b'{"cert": ["x"]}',
+              b'{"cert": "x", "port": "443"}', b'{"cert": "x", "host": 7}', b'{"subject": {"CN": "x" }, "san": 3}',
+              b'{"subject": {"CN": "\\u0000"}}', '{"subject": {"CN": "\u0661\u0662"}}'.encode()]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+def test_odd_input_never_gets_a_server_error(admin, world, body):
+    put(admin, "", body_of(world["first"], 443, world["pki"].ca_pem), 201)
+    post(admin, "/csr", {"subject": {"CN": "asalieri"}}, status=201)
+    before = snapshot(admin)
+    for method, path in (("POST", "/csr"), ("PUT", "/next"), ("POST", "/promote"), ("POST", "/rollback"),
+                         ("POST", "/next/handshake")):
+        response = admin.request(URL + path, method=method, body=body, content_type="application/json",
+                                 status="*")
+        assert response.status_int < 500 and "Traceback" not in response.text, (path, body, response.text)
+        assert response.status_int in (200, 201, 400, 404, 409), (path, body, response.status_int)
+        if response.status_int >= 400:
+            assert response.json["error"]["code"]
+    if snapshot(admin) != before:  # only a valid CSR or a promote may have changed something
+        assert [e["action"] for e in admin.get(URL + "/history").json["events"]][0] in ("csr_created", "promoted")
+    for address in ("\u00b2", "\u0661", "99999999999999999999", "-1", "1.0"):
+        for path in ("/csr", "/next", "/history"):
+            quoted = urllib.parse.quote(address)
+            response = admin.get(f"/api/v1/employees/asalieri/addresses/{quoted}{path}", status="*")
+            assert response.status_int in (400, 404), (address, path, response.status_int)
