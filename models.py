@@ -308,6 +308,12 @@ def _event(key, action, actor, after=None, before=None, public_key=None):
                  fingerprint_sha256=after, previous_fingerprint_sha256=before, public_key_sha256=public_key)
 
 
+def _save(entity, event):
+    """Write the entity and its history event (inside the caller's transaction: one commit)."""
+    entity.put()
+    event.put()
+
+
 def _ensure_employee(key):
     if key.parent().get() is None:
         Employee(key=key.parent()).put()
@@ -338,8 +344,7 @@ def put_identity(employee, address, body, settings, now=None, actor="app"):
         before = None if created else existing.fingerprint_sha256
         copy_slot(slot, entity)
         _reseal_legacy(entity, kek)
-        ndb.put_multi([entity, _event(key, "created" if created else "replaced", actor,
-                                      slot.fingerprint_sha256, before)])
+        _save(entity, _event(key, "created" if created else "replaced", actor, slot.fingerprint_sha256, before))
         return entity, created
 
     entity, created = write()
@@ -437,7 +442,7 @@ def create_csr(employee, address, body, settings, actor="app"):
             entity = Address(key=key)
         entity.pending, entity.pending_created = pending, now
         _reseal_legacy(entity, kek)
-        ndb.put_multi([entity, _event(key, "csr_created", actor, public_key=made.public_key_sha256)])
+        _save(entity, _event(key, "csr_created", actor, public_key=made.public_key_sha256))
 
     write()
     return made.csr_pem, pending_summary(pending)
@@ -504,7 +509,7 @@ def stage_next(employee, address, body, settings, now=None, actor="app"):
         if completing:
             record.pending, record.pending_created = None, None
         _reseal_legacy(record, kek)
-        ndb.put_multi([record, _event(key, "next_staged", actor, slot.fingerprint_sha256, before)])
+        _save(record, _event(key, "next_staged", actor, slot.fingerprint_sha256, before))
         return before is None
 
     created = write()
@@ -531,7 +536,7 @@ def remove_next(employee, address, settings, actor="app"):
             raise NotFound(f"No next identity is staged for {employee}/{address}.")
         before, entity.next = entity.next.fingerprint_sha256, None
         _reseal_legacy(entity, kek)
-        ndb.put_multi([entity, _event(key, "next_removed", actor, None, before)])
+        _save(entity, _event(key, "next_removed", actor, None, before))
 
     write()
 
@@ -551,7 +556,7 @@ def promote(employee, address, settings, actor="app"):
         copy_slot(entity.next, entity)
         entity.next = None
         _reseal_legacy(entity, kek)
-        ndb.put_multi([entity, _event(key, "promoted", actor, entity.fingerprint_sha256, before)])
+        _save(entity, _event(key, "promoted", actor, entity.fingerprint_sha256, before))
         return entity
 
     entity = write()
@@ -574,7 +579,7 @@ def rollback(employee, address, settings, actor="app"):
         copy_slot(entity.previous, entity)
         entity.previous = old_current
         _reseal_legacy(entity, kek)
-        ndb.put_multi([entity, _event(key, "rolled_back", actor, entity.fingerprint_sha256, before)])
+        _save(entity, _event(key, "rolled_back", actor, entity.fingerprint_sha256, before))
         return entity
 
     entity = write()
