@@ -176,11 +176,3 @@ def new_key_and_csr(key_type=None, subject=None, san=None):
                       key_type_label(key.public_key()), public_key_sha256(key.public_key()),
                       name.rfc4514_string(), shown)
 
-
-def certificate_public_key_sha256(cert_pem):
-    """public_key_sha256 of the first certificate in a PEM text (for matching it to a pending key)."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem.encode() if isinstance(cert_pem, str) else cert_pem)
-    except (ValueError, TypeError):
-        raise InputError("invalid_certificate", "Expected a PEM CERTIFICATE in 'cert'.") from None
-    return public_key_sha256(cert.public_key())
