@@ -592,7 +592,8 @@ MAX_HISTORY = 1000  # events shown per address (newest first)
 def history(employee, address):
     """The address's change events, newest first (also after it was deleted)."""
     key = address_key(employee, address)
-    events = Event.query(ancestor=key).fetch(MAX_HISTORY * 2)  # ancestor only: needs no composite index
+    # Ancestor only (no sort) needs no composite index; ids are scattered, so read all, then sort by time.
+    events = Event.query(ancestor=key).fetch()
     events.sort(key=lambda e: e.at or datetime.datetime.min.replace(tzinfo=UTC), reverse=True)
     return [event_view(e) for e in events[:MAX_HISTORY]]
 

@@ -327,3 +327,13 @@ def test_odd_input_never_gets_a_server_error(admin, world, body):
             quoted = urllib.parse.quote(address)
             response = admin.get(f"/api/v1/employees/asalieri/addresses/{quoted}{path}", status="*")
             assert response.status_int in (400, 404), (address, path, response.status_int)
+
+
+def test_actor_names_who_made_the_change():
+    from types import SimpleNamespace
+
+    from handlers.api import actor
+    assert actor(SimpleNamespace(principal="admin", auth_method="bearer")) == "admin-token"
+    assert actor(SimpleNamespace(principal="admin", auth_method="session")) == "session"
+    assert actor(SimpleNamespace(principal="ops@example.com", auth_method="app_engine")) == "ops@example.com"
+    assert actor(SimpleNamespace(principal=None, auth_method="anonymous")) == "unknown"
