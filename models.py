@@ -4,7 +4,6 @@ import base64
 import binascii
 import datetime
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
@@ -241,9 +240,12 @@ def seal_context(key, slot=None):
     path = ("/".join(str(part) for part in key.flat())).encode()
     if slot is None:
         return path
-    bound = json.dumps([slot.host, slot.port, slot.server_hostname, slot.tls_version, slot.ca_certs or None,
-                        slot.chain_pem], separators=(",", ":"))
-    return b"v2|" + path + b"|" + hashlib.sha256(bound.encode()).hexdigest().encode()
+    digest = hashlib.sha256()
+    for value in (slot.host, slot.port, slot.server_hostname, slot.tls_version, slot.ca_certs or None,
+                  slot.chain_pem):
+        data = b"\xff" if value is None else str(value).encode()  # length-prefixed: no two records collide
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return b"v2|" + path + b"|" + digest.hexdigest().encode()
 
 
 def pending_context(key, public_key_sha256):
