@@ -255,7 +255,7 @@ class New(AdminHandler):
         employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST)
         if not errors:
             try:
-                _, created = models.put_identity(employee, address, body, self.settings)
+                _, created = models.put_identity(employee, address, body, self.settings, actor=actor(self))
             except InputError as e:
                 errors.append(e)
         if errors:
@@ -382,7 +382,7 @@ class Delete(AdminHandler):
 
     def post(self, employee, address):
         self.check_csrf()
-        models.delete_identity(employee, address)
+        models.delete_identity(employee, address, actor=actor(self))
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)
 
 

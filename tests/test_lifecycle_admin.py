@@ -163,3 +163,15 @@ def test_discard_next_is_confirmed(browser, admin, world):
     browser.post(PAGE + "/next/discard", {"csrf_token": token_of(confirm)}, status=303)
     assert admin.get(API).json["next"] is None
     assert admin.get(API + "/history").json["events"][0]["actor"] == "session"
+
+
+def test_uploads_and_deletes_through_the_pages_name_the_session(browser, admin, world):
+    page = browser.get("/admin/new")
+    fields = {"employee": "asalieri", "address": "1", "cert": world["first"].cert_pem.decode(),
+              "key": world["first"].key_pem.decode(), "host": "peer.example.com", "port": "443",
+              "server_hostname": "", "tls_version": "TLS", "ca_certs": "", "csrf_token": token_of(page)}
+    browser.post("/admin/new", fields, content_type="multipart/form-data", status=303)
+    confirm = browser.get(PAGE + "/delete")
+    browser.post(PAGE + "/delete", {"csrf_token": token_of(confirm)}, status=303)
+    events = admin.get(API + "/history").json["events"]
+    assert [(e["action"], e["actor"]) for e in events] == [("deleted", "session"), ("created", "session")]
