@@ -337,3 +337,17 @@ def test_actor_names_who_made_the_change():
     assert actor(SimpleNamespace(principal="admin", auth_method="session")) == "session"
     assert actor(SimpleNamespace(principal="ops@example.com", auth_method="app_engine")) == "ops@example.com"
     assert actor(SimpleNamespace(principal=None, auth_method="anonymous")) == "unknown"
+
+
+def test_next_handshake_reports_a_next_identity_the_peer_refuses(admin, world):
+    p = world["pki"]
+    stranger = pki.client_cert(pki.make_pki("stranger").clients_ca, "mallory")
+    with PythonTLSPeer(world["server"], p.ca_pem) as peer:
+        put(admin, "", body_of(world["first"], peer.port, p.ca_pem), 201)
+        put(admin, "/next", dict(cert=stranger.cert_pem.decode(), key=stranger.key_pem.decode()), 201)
+        refused = post(admin, "/next/handshake", status=502).json
+        assert refused["ok"] is False and refused["error"]["code"] == "peer_rejected_certificate"
+        assert presented(admin) == world["first"].fingerprint_sha256  # twin: current still works
+        # And the next identity the peer trusts passes on the same peer.
+        put(admin, "/next", dict(cert=world["second"].cert_pem.decode(), key=world["second"].key_pem.decode()), 200)
+        assert post(admin, "/next/handshake").json["client_fingerprint_sha256"] == world["second"].fingerprint_sha256
