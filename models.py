@@ -317,6 +317,7 @@ def _save(entity, event):
 
 
 def _ensure_employee(key):
+    """Create the parent Employee of `key` if it does not exist yet."""
     if key.parent().get() is None:
         Employee(key=key.parent()).put()
 
