@@ -3,6 +3,7 @@
 import base64
 import binascii
 import datetime
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from google.cloud import ndb
 
 import sealing
-from dyncert import targets
+from dyncert import csr, targets
 from dyncert.errors import InputError
 from dyncert.context import parse_tls_version
 from dyncert.identity import ClientIdentity, parse_ca_bundle
@@ -31,13 +32,14 @@ class Employee(ndb.Model):
     created = ndb.DateTimeProperty(auto_now_add=True, tzinfo=UTC)
 
 
-class Address(ndb.Model):
-    """A client identity (certificate chain + sealed key) and the peer it talks to."""
+class Slot(ndb.Model):
+    """One identity: certificate chain, sealed key and the peer it talks to (current, next or previous)."""
 
-    chain_pem = ndb.TextProperty(required=True)
-    sealed_key = ndb.BlobProperty(required=True)   # AES-256-GCM ciphertext of the PKCS#8 key
-    wrapped_dek = ndb.BlobProperty(required=True)  # its data key, wrapped by the KEK
+    chain_pem = ndb.TextProperty()
+    sealed_key = ndb.BlobProperty()                # AES-256-GCM ciphertext of the PKCS#8 key
+    wrapped_dek = ndb.BlobProperty()               # its data key, wrapped by the KEK
     kek_id = ndb.TextProperty()
+    seal_version = ndb.IntegerProperty(indexed=False)  # None: v1 (entity only); 2: also target and trust
     ca_certs = ndb.TextProperty()                  # PEM bundle trusted for the peer, or None
     host = ndb.TextProperty()
     port = ndb.IntegerProperty(indexed=False)
@@ -52,8 +54,58 @@ class Address(ndb.Model):
     san = ndb.TextProperty(repeated=True)
     key_type = ndb.TextProperty()
     chain_length = ndb.IntegerProperty(indexed=False)
+    staged = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+
+
+SLOT_FIELDS = tuple(Slot._properties)
+
+
+class Pending(ndb.Model):
+    """A key generated here, sealed, waiting for the certificate its CSR asks for."""
+
+    sealed_key = ndb.BlobProperty()
+    wrapped_dek = ndb.BlobProperty()
+    kek_id = ndb.TextProperty()
+    key_type = ndb.TextProperty()
+    public_key_sha256 = ndb.TextProperty()
+    subject = ndb.TextProperty()
+    san = ndb.TextProperty(repeated=True)
+    csr_pem = ndb.TextProperty()
+    created = ndb.DateTimeProperty(tzinfo=UTC)
+
+
+class Address(Slot):
+    """An address: its `current` identity (the entity's own Slot fields), `next`, `previous`, `pending`.
+
+    Entities stored before v1.1 hold only the Slot fields: they read as `current` unchanged.
+    One entity holds every slot, so promote and rollback are single-entity transactions.
+    """
+
+    next = ndb.LocalStructuredProperty(Slot)
+    previous = ndb.LocalStructuredProperty(Slot)
+    pending = ndb.LocalStructuredProperty(Pending)
+    pending_created = ndb.DateTimeProperty(tzinfo=UTC)  # indexed: the cron finds stale pending keys
     created = ndb.DateTimeProperty(auto_now_add=True, tzinfo=UTC)
     updated = ndb.DateTimeProperty(auto_now=True, tzinfo=UTC)
+
+
+class Event(ndb.Model):
+    """One change of an address, a child of its key (kept after the address is deleted)."""
+
+    at = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+    actor = ndb.TextProperty()
+    action = ndb.TextProperty()
+    fingerprint_sha256 = ndb.TextProperty()
+    previous_fingerprint_sha256 = ndb.TextProperty()
+    public_key_sha256 = ndb.TextProperty()
+
+
+class Conflict(Exception):
+    """The address is not in a state that allows this change (409 with a stable code)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 @dataclass(frozen=True)
@@ -89,18 +141,41 @@ def rfc3339(value):
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def public_view(entity):
-    """API.md's public view of an Address: metadata and target, never key material."""
+def identity_view(key, slot):
+    """API.md's public view of one identity slot: metadata and target, never key material."""
     return {
-        "employee": entity.key.parent().id(), "address": entity.key.id(),
-        "subject": entity.subject, "issuer": entity.issuer, "serial": entity.serial,
-        "not_before": rfc3339(entity.not_before), "not_after": rfc3339(entity.not_after),
-        "fingerprint_sha256": entity.fingerprint_sha256, "san": list(entity.san),
-        "key_type": entity.key_type, "chain_length": entity.chain_length,
-        "host": entity.host, "port": entity.port, "server_hostname": entity.server_hostname,
-        "tls_version": entity.tls_version, "has_ca_certs": bool(entity.ca_certs),
-        "updated": rfc3339(entity.updated), "created": rfc3339(entity.created),
+        "employee": key.parent().id(), "address": key.id(),
+        "subject": slot.subject, "issuer": slot.issuer, "serial": slot.serial,
+        "not_before": rfc3339(slot.not_before), "not_after": rfc3339(slot.not_after),
+        "fingerprint_sha256": slot.fingerprint_sha256, "san": list(slot.san),
+        "key_type": slot.key_type, "chain_length": slot.chain_length,
+        "host": slot.host, "port": slot.port, "server_hostname": slot.server_hostname,
+        "tls_version": slot.tls_version, "has_ca_certs": bool(slot.ca_certs),
     }
+
+
+def slot_summary(slot):
+    """The short form of a next or previous identity in the public view."""
+    if slot is None:
+        return None
+    return {"fingerprint_sha256": slot.fingerprint_sha256, "not_after": rfc3339(slot.not_after),
+            "key_type": slot.key_type, "subject": slot.subject, "staged": rfc3339(slot.staged)}
+
+
+def pending_summary(pending):
+    """What a pending key is, without the key: type, when, which public key, what the CSR asks."""
+    if pending is None:
+        return None
+    return {"key_type": pending.key_type, "created": rfc3339(pending.created),
+            "public_key_sha256": pending.public_key_sha256, "subject": pending.subject,
+            "san": list(pending.san)}
+
+
+def public_view(entity):
+    """API.md's public view of an Address (its current identity) with its lifecycle summaries."""
+    return dict(identity_view(entity.key, entity), updated=rfc3339(entity.updated),
+                created=rfc3339(entity.created), next=slot_summary(entity.next),
+                previous=slot_summary(entity.previous), pending=pending_summary(entity.pending))
 
 
 def _field(body, name, kind, default=None):
@@ -154,10 +229,105 @@ def tls_version_from_body(body):
     return name if name in TLS_VERSION_NAMES else "TLS"
 
 
-def put_identity(employee, address, body, settings, now=None):
-    """Validate `body`, seal its key and store it; returns (public view, created?).
+SEAL_VERSION = 2  # associated data: entity path + digest of target, trust and chain
 
-    Everything is checked before the transaction, so a bad body changes nothing.
+
+def seal_context(key, slot=None):
+    """Associated data binding a sealed key to its entity (v1) and, with `slot`, to its target and trust (v2).
+
+    A copy of the key in another entity, or a record pointed at another host, port, SNI name,
+    TLS version, CA bundle or chain outside this app, will not open.
+    """
+    path = ("/".join(str(part) for part in key.flat())).encode()
+    if slot is None:
+        return path
+    digest = hashlib.sha256()
+    for value in (slot.host, slot.port, slot.server_hostname, slot.tls_version, slot.ca_certs or None,
+                  slot.chain_pem):
+        data = b"\xff" if value is None else str(value).encode()  # length-prefixed: no two records collide
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return b"v2|" + path + b"|" + digest.hexdigest().encode()
+
+
+def pending_context(key, public_key_sha256):
+    """Associated data of a pending key: its entity and its public key."""
+    return b"pending|" + seal_context(key) + b"|" + public_key_sha256.encode()
+
+
+def unseal_slot(kek, key, slot):
+    """The PKCS#8 key of a slot, checked against its entity (and, for v2, its target and trust)."""
+    context = seal_context(key, slot if slot.seal_version == SEAL_VERSION else None)
+    return sealing.unseal(kek, slot.wrapped_dek, slot.sealed_key, context)
+
+
+def _seal_into(slot, kek, key, key_pem):
+    """Seal `key_pem` into `slot` bound to its target and trust (the slot's other fields are set)."""
+    slot.seal_version = SEAL_VERSION
+    slot.kek_id = kek.kek_id
+    slot.wrapped_dek, slot.sealed_key = sealing.seal(kek, key_pem, seal_context(key, slot))
+
+
+def _reseal_legacy(entity, kek):
+    """Re-seal v1 slots with the v2 associated data (on the entity's next write; a tampered one is left)."""
+    for slot in (entity, entity.next, entity.previous):
+        if slot is not None and slot.chain_pem and slot.seal_version != SEAL_VERSION:
+            try:
+                key_pem = unseal_slot(kek, entity.key, slot)
+            except sealing.UnsealError:
+                continue  # stays refused when used, never silently blessed
+            _seal_into(slot, kek, entity.key, key_pem)
+
+
+def new_slot(identity, ca_pem, target, tls_version, kek, key, now=None):
+    """A Slot for a validated identity and target, its key sealed and bound to both."""
+    slot = Slot(chain_pem=identity.chain_pem.decode(), ca_certs=ca_pem,
+                host=target.host, port=target.port, server_hostname=target.sni, tls_version=tls_version,
+                subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
+                not_before=identity.not_before, not_after=identity.not_after,
+                fingerprint_sha256=identity.fingerprint_sha256, san=list(identity.san),
+                key_type=identity.key_type, chain_length=identity.chain_length,
+                staged=now or datetime.datetime.now(UTC))
+    _seal_into(slot, kek, key, identity.key_pem)
+    return slot
+
+
+def copy_slot(source, target=None):
+    """The identity fields of `source` copied into `target` (a new Slot when None)."""
+    target = target if target is not None else Slot()
+    for name in SLOT_FIELDS:
+        value = getattr(source, name)
+        setattr(target, name, list(value) if isinstance(value, list) else value)
+    return target
+
+
+def has_current(entity):
+    """True when the entity holds a current identity (not only a pending key or a next one)."""
+    return entity is not None and bool(entity.chain_pem)
+
+
+def _event(key, action, actor, after=None, before=None, public_key=None):
+    """A history event for `key` (put in the same transaction as the change)."""
+    return Event(parent=key, at=datetime.datetime.now(UTC), actor=actor or "unknown", action=action,
+                 fingerprint_sha256=after, previous_fingerprint_sha256=before, public_key_sha256=public_key)
+
+
+def _save(entity, event):
+    """Write the entity and its history event (inside the caller's transaction: one commit)."""
+    entity.put()
+    event.put()
+
+
+def _ensure_employee(key):
+    """Create the parent Employee of `key` if it does not exist yet."""
+    if key.parent().get() is None:
+        Employee(key=key.parent()).put()
+
+
+def put_identity(employee, address, body, settings, now=None, actor="app"):
+    """Validate `body`, seal its key and store it as current; returns (public view, created?).
+
+    Everything is checked before the transaction, so a bad body changes nothing. next, previous
+    and pending stay as they were.
     """
     key = address_key(employee, address)
     identity = identity_from_body(body, now=now)
@@ -166,92 +336,316 @@ def put_identity(employee, address, body, settings, now=None):
     target = target_from_body(body, settings.allowed_targets)
     tls_version = tls_version_from_body(body)
     kek = sealing.kek_from_settings(settings)
-    wrapped_dek, sealed_key = sealing.seal(kek, identity.key_pem, seal_context(key))
-    entity = Address(
-        key=key, chain_pem=identity.chain_pem.decode(), sealed_key=sealed_key,
-        wrapped_dek=wrapped_dek, kek_id=kek.kek_id, ca_certs=ca_pem,
-        host=target.host, port=target.port, server_hostname=target.sni,
-        tls_version=tls_version, subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
-        not_before=identity.not_before, not_after=identity.not_after,
-        fingerprint_sha256=identity.fingerprint_sha256, san=list(identity.san),
-        key_type=identity.key_type, chain_length=identity.chain_length)
+    slot = new_slot(identity, ca_pem, target, tls_version, kek, key)
 
     @ndb.transactional()
     def write():
         existing = key.get()
-        if existing is None and key.parent().get() is None:
-            Employee(key=key.parent()).put()
-        if existing is not None:
-            entity.created = existing.created
-        entity.put()
-        return existing is None
+        if existing is None:
+            _ensure_employee(key)
+        entity = existing or Address(key=key)
+        created = not has_current(existing)
+        before = None if created else existing.fingerprint_sha256
+        copy_slot(slot, entity)
+        _reseal_legacy(entity, kek)
+        _save(entity, _event(key, "created" if created else "replaced", actor, slot.fingerprint_sha256, before))
+        return entity, created
 
-    created = write()
+    entity, created = write()
     return public_view(entity), created
 
 
-def seal_context(key):
-    """Associated data binding a sealed key to its entity: a copy elsewhere will not open."""
-    return ("/".join(str(part) for part in key.flat())).encode()
+def get_record(employee, address):
+    """The Address entity whatever it holds (maybe only a pending key or a next identity), or NotFound."""
+    entity = address_key(employee, address).get()
+    if entity is None:
+        raise NotFound(f"Nothing is stored for {employee}/{address}.")
+    return entity
 
 
 def get_entity(employee, address):
-    """The Address entity, or NotFound."""
+    """The Address entity with a current identity, or NotFound."""
     entity = address_key(employee, address).get()
-    if entity is None:
+    if not has_current(entity):
         raise NotFound(f"No identity is stored for {employee}/{address}.")
     return entity
 
 
+def stored_identity(entity, slot, settings):
+    """A slot's identity with its key unsealed, ready for a dyncert call."""
+    key_pem = unseal_slot(sealing.kek_from_settings(settings), entity.key, slot)
+    identity = ClientIdentity.from_trusted_pem(slot.chain_pem.encode(), key_pem)
+    target = targets.Target(slot.host, slot.port, slot.server_hostname)
+    ca = slot.ca_certs.encode() if slot.ca_certs else settings.ca_file  # None: dyncert's default trust
+    return StoredIdentity(entity.key.parent().id(), entity.key.id(), identity, target, ca,
+                          slot.tls_version or "TLS")
+
+
 def load_identity(employee, address, settings):
-    """The stored identity with its key unsealed, ready for a dyncert call."""
+    """The current identity with its key unsealed (one entity read: never a mix of two slots)."""
     entity = get_entity(employee, address)
-    key_pem = sealing.unseal(sealing.kek_from_settings(settings), entity.wrapped_dek,
-                             entity.sealed_key, seal_context(entity.key))
-    identity = ClientIdentity.from_trusted_pem(entity.chain_pem.encode(), key_pem)
-    target = targets.Target(entity.host, entity.port, entity.server_hostname)
-    ca = entity.ca_certs.encode() if entity.ca_certs else settings.ca_file  # None: dyncert's default trust
-    return StoredIdentity(employee, int(address), identity, target, ca, entity.tls_version or "TLS")
+    return stored_identity(entity, entity, settings)
+
+
+def load_next(employee, address, settings):
+    """The staged next identity with its key unsealed, or NotFound."""
+    entity = get_record(employee, address)
+    if entity.next is None:
+        raise NotFound(f"No next identity is staged for {employee}/{address}.")
+    return stored_identity(entity, entity.next, settings)
 
 
 def list_identities():
     """Public views of every stored identity, ordered by employee then address."""
-    return [public_view(e) for e in Address.query().order(Address.key).fetch()]
+    return [public_view(e) for e in list_entities()]
 
 
 def list_entities():
-    """Every Address entity (for pages that show more than the public view)."""
-    return Address.query().order(Address.key).fetch()
+    """Every Address entity with a current identity (for pages that show more than the public view)."""
+    return [e for e in Address.query().order(Address.key).fetch() if has_current(e)]
 
 
 def count_identities():
     """How many identities are stored."""
-    return Address.query().count()
+    return Address.query(Address.fingerprint_sha256 > "").count()  # skips pending-only addresses
 
 
-def delete_identity(employee, address):
-    """Delete one identity; NotFound if absent. The Employee stays (it may own others)."""
+def delete_identity(employee, address, actor="app"):
+    """Delete one address with all its slots; NotFound if absent. The Employee and the history stay."""
     key = address_key(employee, address)
 
     @ndb.transactional()
     def remove():
-        if key.get() is None:
+        entity = key.get()
+        if entity is None:
             raise NotFound(f"No identity is stored for {employee}/{address}.")
         key.delete()
+        _event(key, "deleted", actor, None, entity.fingerprint_sha256).put()
 
     remove()
 
 
+# --- key lifecycle (API.md v1.1) -----------------------------------------------------------------
+
+def create_csr(employee, address, body, settings, actor="app"):
+    """Generate a key and CSR, seal the key at once, keep it pending; returns (csr PEM, pending summary)."""
+    key = address_key(employee, address)
+    made = csr.new_key_and_csr(body.get("key_type"), body.get("subject"), body.get("san"))
+    kek = sealing.kek_from_settings(settings)
+    wrapped_dek, sealed_key = sealing.seal(kek, made.key_pem, pending_context(key, made.public_key_sha256))
+    now = datetime.datetime.now(UTC)
+    pending = Pending(sealed_key=sealed_key, wrapped_dek=wrapped_dek, kek_id=kek.kek_id, key_type=made.key_type,
+                      public_key_sha256=made.public_key_sha256, subject=made.subject, san=made.san,
+                      csr_pem=made.csr_pem, created=now)
+
+    @ndb.transactional()
+    def write():
+        entity = key.get()
+        if entity is None:
+            _ensure_employee(key)
+            entity = Address(key=key)
+        entity.pending, entity.pending_created = pending, now
+        _reseal_legacy(entity, kek)
+        _save(entity, _event(key, "csr_created", actor, public_key=made.public_key_sha256))
+
+    write()
+    return made.csr_pem, pending_summary(pending)
+
+
+def get_csr(employee, address):
+    """The pending key's CSR and summary, or NotFound."""
+    entity = get_record(employee, address)
+    if entity.pending is None:
+        raise NotFound(f"No key is pending for {employee}/{address}.")
+    return entity.pending.csr_pem, pending_summary(entity.pending)
+
+
+def _completes_pending(body):
+    """True for a PUT .../next body that brings only the certificate for the pending key."""
+    return bool(body.get("cert")) and not body.get("key") and not body.get("pkcs12") \
+        and "PRIVATE KEY-----" not in str(body.get("cert"))
+
+
+def _next_target(body, current, settings):
+    """Target fields of a next identity: the body's, each defaulting to the current identity's."""
+    merged = {name: body.get(name) for name in ("host", "port", "server_hostname", "tls_version", "ca_certs")}
+    if current is not None:
+        defaults = {"host": current.host, "port": current.port, "tls_version": current.tls_version,
+                    "ca_certs": current.ca_certs}
+        if merged["host"] is None:  # a new host brings its own SNI name (default: itself)
+            defaults["server_hostname"] = current.server_hostname
+        merged = {k: v if v is not None else defaults.get(k) for k, v in merged.items()}
+    ca_text = _field(merged, "ca_certs", str)
+    ca_pem = parse_ca_bundle(ca_text).decode() if ca_text and ca_text.strip() else None
+    return ca_pem, target_from_body(merged, settings.allowed_targets), tls_version_from_body(merged)
+
+
+def stage_next(employee, address, body, settings, now=None, actor="app"):
+    """Stage a next identity: the certificate for the pending key, or a full upload; returns (view, created?)."""
+    key = address_key(employee, address)
+    entity = key.get()
+    kek = sealing.kek_from_settings(settings)
+    completing = _completes_pending(body)
+    if completing:
+        if entity is None or entity.pending is None:
+            raise Conflict("no_pending", f"No key is pending for {employee}/{address}: POST .../csr first, "
+                                         "or give 'key' (or 'pkcs12') with the certificate.")
+        pending = entity.pending
+        key_pem = sealing.unseal(kek, pending.wrapped_dek, pending.sealed_key,
+                                 pending_context(key, pending.public_key_sha256))
+        identity = ClientIdentity.from_pem(_field(body, "cert", str), key_pem, now=now)  # key_mismatch if foreign
+    else:
+        identity = identity_from_body(body, now=now)
+    ca_pem, target, tls_version = _next_target(body, entity if has_current(entity) else None, settings)
+    slot = new_slot(identity, ca_pem, target, tls_version, kek, key)
+
+    @ndb.transactional()
+    def write():
+        record = key.get()
+        if completing and (record is None or record.pending is None
+                           or record.pending.public_key_sha256 != pending.public_key_sha256):
+            raise Conflict("no_pending", "The pending key changed while the certificate was checked; retry.")
+        if record is None:
+            _ensure_employee(key)
+            record = Address(key=key)
+        before = record.next.fingerprint_sha256 if record.next is not None else None
+        record.next = slot
+        if completing:
+            record.pending, record.pending_created = None, None
+        _reseal_legacy(record, kek)
+        _save(record, _event(key, "next_staged", actor, slot.fingerprint_sha256, before))
+        return before is None
+
+    created = write()
+    return identity_view(key, slot), created
+
+
+def get_next(employee, address):
+    """The public view of the staged next identity, or NotFound."""
+    entity = get_record(employee, address)
+    if entity.next is None:
+        raise NotFound(f"No next identity is staged for {employee}/{address}.")
+    return identity_view(entity.key, entity.next)
+
+
+def remove_next(employee, address, settings, actor="app"):
+    """Drop the staged next identity; NotFound if none."""
+    key = address_key(employee, address)
+    kek = sealing.kek_from_settings(settings)
+
+    @ndb.transactional()
+    def write():
+        entity = key.get()
+        if entity is None or entity.next is None:
+            raise NotFound(f"No next identity is staged for {employee}/{address}.")
+        before, entity.next = entity.next.fingerprint_sha256, None
+        _reseal_legacy(entity, kek)
+        _save(entity, _event(key, "next_removed", actor, None, before))
+
+    write()
+
+
+def promote(employee, address, settings, actor="app"):
+    """next becomes current, current becomes previous, in one transaction; 409 no_next."""
+    key = address_key(employee, address)
+    kek = sealing.kek_from_settings(settings)
+
+    @ndb.transactional()
+    def write():
+        entity = key.get()
+        if entity is None or entity.next is None:
+            raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
+        before = entity.fingerprint_sha256 if has_current(entity) else None
+        entity.previous = copy_slot(entity) if has_current(entity) else entity.previous
+        copy_slot(entity.next, entity)
+        entity.next = None
+        _reseal_legacy(entity, kek)
+        _save(entity, _event(key, "promoted", actor, entity.fingerprint_sha256, before))
+        return entity
+
+    entity = write()
+    previous = identity_view(key, entity.previous) if entity.previous is not None else None
+    return {"current": public_view(entity), "previous": previous}
+
+
+def rollback(employee, address, settings, actor="app"):
+    """current and previous swap, in one transaction; 409 no_previous."""
+    key = address_key(employee, address)
+    kek = sealing.kek_from_settings(settings)
+
+    @ndb.transactional()
+    def write():
+        entity = key.get()
+        if entity is None or entity.previous is None or not has_current(entity):
+            raise Conflict("no_previous", f"No previous identity is kept for {employee}/{address}.")
+        before = entity.fingerprint_sha256
+        old_current = copy_slot(entity)
+        copy_slot(entity.previous, entity)
+        entity.previous = old_current
+        _reseal_legacy(entity, kek)
+        _save(entity, _event(key, "rolled_back", actor, entity.fingerprint_sha256, before))
+        return entity
+
+    entity = write()
+    return {"current": public_view(entity), "previous": identity_view(key, entity.previous)}
+
+
+MAX_HISTORY = 1000  # events shown per address (newest first)
+
+
+def history(employee, address):
+    """The address's change events, newest first (also after it was deleted)."""
+    key = address_key(employee, address)
+    # Ancestor only (no sort) needs no composite index; ids are scattered, so read all, then sort by time.
+    events = Event.query(ancestor=key).fetch()
+    events.sort(key=lambda e: e.at or datetime.datetime.min.replace(tzinfo=UTC), reverse=True)
+    return [event_view(e) for e in events[:MAX_HISTORY]]
+
+
+def event_view(event):
+    """A history event as API.md shows it (fingerprints only, never key material)."""
+    view = {"at": rfc3339_precise(event.at), "actor": event.actor, "action": event.action,
+            "fingerprint_sha256": event.fingerprint_sha256,
+            "previous_fingerprint_sha256": event.previous_fingerprint_sha256}
+    if event.public_key_sha256:
+        view["public_key_sha256"] = event.public_key_sha256
+    return view
+
+
+def rfc3339_precise(value):
+    """RFC 3339 UTC with milliseconds (events of one minute stay in order when read back)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+PENDING_WARN_DAYS = 30  # a CSR unanswered this long was probably forgotten
+
+
 def expiry_report(now=None, warn_days=30):
-    """Identities already expired and those expiring within `warn_days`, soonest first."""
+    """Identities already expired and those expiring within `warn_days`, soonest first, and stale pending keys.
+
+    Each entry says whether a next identity is staged (`next_staged`: false means nothing is ready
+    to promote); `stale_pending` lists keys generated more than PENDING_WARN_DAYS ago that still
+    wait for their certificate.
+    """
     now = now or datetime.datetime.now(UTC)
     horizon = now + datetime.timedelta(days=warn_days)
-    report = {"expired": [], "expiring": []}
+    report = {"expired": [], "expiring": [], "stale_pending": []}
     for entity in Address.query(Address.not_after <= horizon).order(Address.not_after).fetch():
+        if entity.not_after is None:  # null sorts below every date: a pending-only address
+            continue
         entry = {"identity": f"{entity.key.parent().id()}/{entity.key.id()}",
                  "subject": entity.subject, "not_after": rfc3339(entity.not_after),
-                 "days_left": (entity.not_after - now).days}
+                 "days_left": (entity.not_after - now).days, "next_staged": entity.next is not None}
         report["expired" if entity.not_after <= now else "expiring"].append(entry)
+    stale = now - datetime.timedelta(days=PENDING_WARN_DAYS)
+    for entity in Address.query(Address.pending_created <= stale).order(Address.pending_created).fetch():
+        if entity.pending is None or entity.pending_created is None:
+            continue
+        report["stale_pending"].append({
+            "identity": f"{entity.key.parent().id()}/{entity.key.id()}", "subject": entity.pending.subject,
+            "created": rfc3339(entity.pending_created), "days_pending": (now - entity.pending_created).days})
     return report
 
 

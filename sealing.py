@@ -19,6 +19,10 @@ class UnsealError(Exception):
     """A sealed value could not be opened (wrong KEK, tampered, or moved to another entity)."""
 
 
+class RecordTampered(UnsealError):
+    """The data key opened but the sealed key did not: its record was altered or moved outside the app."""
+
+
 class LocalKek:
     """A key-encryption key in a local file (development only), made on first use."""
 
@@ -126,6 +130,10 @@ def unseal(kek, wrapped_dek, blob, context):
     """Decrypt what `seal` made, checking it belongs to `context`."""
     try:
         dek = kek.unwrap(wrapped_dek)
-        return AESGCM(dek).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
     except Exception as e:  # InvalidTag, KMS errors: the caller needs one clear reason
         raise UnsealError(f"The stored private key could not be decrypted ({type(e).__name__}).") from None
+    try:
+        return AESGCM(dek).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
+    except Exception:  # the KEK is right, so the record around the key is not the one it was sealed with
+        raise RecordTampered("The stored record does not match its sealed key: its target, trust or "
+                             "certificate was changed outside this app. It is not used; replace it.") from None

@@ -8,9 +8,10 @@ import urllib.parse
 import drafts
 import models
 import outbound
-from dyncert import context
+from dyncert import context, csr
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
+from handlers.api import actor
 from handlers.base import ApiError, PageHandler
 from handlers.calls import METHODS, echo_param, request_params
 
@@ -385,7 +386,7 @@ class New(AdminHandler):
         errors += models.upload_errors(employee, address, body, self.settings)
         if not errors and not messages:
             try:
-                _, created = models.put_identity(employee, address, body, self.settings)
+                _, created = models.put_identity(employee, address, body, self.settings, actor=actor(self))
             except InputError as e:
                 errors.append(e)
         if errors or messages:
@@ -453,7 +454,7 @@ class Detail(AdminHandler):
     def get(self, employee, address):
         self.show(employee, address)
 
-    def show(self, employee, address, result=None, request_values=None, echo_value=None):
+    def show(self, employee, address, result=None, request_values=None, echo_value=None, lifecycle=None):
         entity = models.get_entity(employee, address)
         identity = row(entity)
         replace_query = urllib.parse.urlencode({
@@ -465,13 +466,14 @@ class Detail(AdminHandler):
                     replace_url="/admin/new?" + replace_query, saved=self.request.GET.get("saved"),
                     result=result, methods=METHODS,
                     request_values=request_values or {"method": "GET", "path": "/", "headers": "", "body": ""},
-                    echo_value=echo_value if echo_value is not None else "hello")
+                    echo_value=echo_value if echo_value is not None else "hello",
+                    **lifecycle_values(entity, lifecycle or {"saved": self.request.GET.get("saved")}))
 
-    def call(self, employee, address, kind, work, **form):
+    def call(self, employee, address, kind, work, load=models.load_identity, **form):
         """Run one test call and re-render the page with its result (or failure)."""
         self.check_csrf()
-        stored = models.load_identity(employee, address, self.settings)  # bad ids, NotFound: error pages
-        result = {"kind": kind}
+        stored = load(employee, address, self.settings)  # bad ids, NotFound: error pages
+        result = {"kind": kind, "slot": "next" if load is models.load_next else "current"}
         try:
             result["data"] = work(stored)
         except RemoteError as e:
@@ -535,5 +537,146 @@ class Delete(AdminHandler):
 
     def post(self, employee, address):
         self.check_csrf()
-        models.delete_identity(employee, address)
+        models.delete_identity(employee, address, actor=actor(self))
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)
+
+
+# --- key lifecycle: slots, CSR, next, promote, rollback, history -----------------------------------
+
+def slot_row(entity, slot, now=None):
+    """A next or previous slot's public view with its expiry status (None when the slot is empty)."""
+    if slot is None:
+        return None
+    view = models.identity_view(entity.key, slot)
+    view["expiry"] = expiry(slot.not_before, slot.not_after, now)
+    view["staged"] = models.rfc3339(slot.staged)
+    return view
+
+
+def lifecycle_values(entity, lifecycle):
+    """What the detail page shows about rotation: slots, pending key and CSR, history, form state."""
+    now = datetime.datetime.now(UTC)
+    pending = entity.pending
+    return {"next": slot_row(entity, entity.next, now), "previous": slot_row(entity, entity.previous, now),
+            "pending": models.pending_summary(pending), "csr_pem": pending.csr_pem if pending else None,
+            "history": models.history(entity.key.parent().id(), entity.key.id()), "key_types": csr.KEY_TYPES,
+            "csr_form": lifecycle.get("csr_form") or {"key_type": csr.DEFAULT_KEY_TYPE,
+                                                      "CN": common_name(entity.subject)},
+            "lifecycle_error": lifecycle.get("error"), "lifecycle_saved": lifecycle.get("saved")}
+
+
+def common_name(subject):
+    """The CN of an RFC 4514 subject (a default for the next CSR), or ''."""
+    match = re.search(r"(?:^|,)CN=((?:[^,\\]|\\.)*)", subject or "")
+    return match.group(1).replace("\\", "") if match else ""
+
+
+def lines(text):
+    """Non-blank lines of a textarea, stripped."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def csr_form(post):
+    """The CSR form as typed, and the API body it makes."""
+    shown = {name: _text(post, name).strip() for name in ("key_type", "CN", "O", "OU", "C", "ST", "L",
+                                                          "dns", "email", "uri")}
+    body = {"key_type": shown["key_type"] or csr.DEFAULT_KEY_TYPE,
+            "subject": {k: shown[k] for k in ("CN", "O", "OU", "C", "ST", "L") if shown[k]},
+            "san": {k: lines(shown[k]) for k in ("dns", "email", "uri")}}
+    return shown, body
+
+
+class LifecycleAction(Detail):
+    """A lifecycle form on the detail page: a refused change re-renders the page with the reason."""
+
+    def refused(self, employee, address, error, **lifecycle):
+        self.response.status_int = 409 if isinstance(error, models.Conflict) else 400
+        self.show(employee, address, lifecycle=dict(lifecycle, error={"code": error.code, "message": error.message}))
+
+
+class GenerateCsr(LifecycleAction):
+    """POST .../csr: generate a key and CSR (the key is sealed at once); GET downloads the CSR."""
+
+    def get(self, employee, address):
+        csr_pem, _ = models.get_csr(employee, address)
+        self.response.content_type = "application/pkcs10"
+        self.response.headers["Content-Disposition"] = f'attachment; filename="{employee}-{int(address)}.csr"'
+        self.response.text = csr_pem
+
+    def post(self, employee, address):
+        self.check_csrf()
+        models.get_entity(employee, address)  # the page exists only for a stored identity
+        shown, body = csr_form(self.request.POST)
+        try:
+            models.create_csr(employee, address, body, self.settings, actor=actor(self))
+        except InputError as e:
+            return self.refused(employee, address, e, csr_form=shown)
+        self.redirect(detail_url(employee, int(address)) + "?saved=csr#rotation", code=303)
+
+
+class UploadNext(LifecycleAction):
+    """POST .../next: the signed certificate for the pending key becomes the next identity."""
+
+    def post(self, employee, address):
+        self.check_csrf()
+        if (self.request.content_length or 0) > MAX_FORM_BYTES:
+            raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
+        cert = _text(self.request.POST, "cert")
+        cert_file = _file(self.request.POST, "certfile")
+        try:
+            if cert_file:
+                cert = _pem_text(cert_file, "invalid_certificate", "certificate")
+            if not cert.strip():
+                raise InputError("invalid_request", "Paste the signed certificate or choose its file.")
+            if "PRIVATE KEY-----" in cert:  # this form completes the pending key: it takes no key
+                raise InputError("invalid_request", "Give only the certificate chain here, no private key.")
+            models.stage_next(employee, address, {"cert": cert}, self.settings, actor=actor(self))
+        except (InputError, models.Conflict) as e:
+            return self.refused(employee, address, e)
+        self.redirect(detail_url(employee, int(address)) + "?saved=next#rotation", code=303)
+
+
+class TestNext(Detail):
+    """POST .../next/test: a handshake with the next identity against the target it would use."""
+
+    def post(self, employee, address):
+        self.call(employee, address, "handshake", lambda stored: outbound.handshake(stored, self.settings),
+                  load=models.load_next)
+
+
+class Confirm(AdminHandler):
+    """GET a page saying what promote, rollback or discarding next will change; POST does it."""
+
+    action = None  # "promote", "rollback" or "discard"
+
+    def get(self, employee, address):
+        entity = models.get_entity(employee, address)
+        now = datetime.datetime.now(UTC)
+        self.render("admin/confirm.html", action=self.action, identity=row(entity, now),
+                    next=slot_row(entity, entity.next, now), previous=slot_row(entity, entity.previous, now))
+
+    def post(self, employee, address):
+        self.check_csrf()
+        who = actor(self)
+        try:
+            if self.action == "promote":
+                models.promote(employee, address, self.settings, actor=who)
+            elif self.action == "rollback":
+                models.rollback(employee, address, self.settings, actor=who)
+            else:
+                models.remove_next(employee, address, self.settings, actor=who)
+        except models.Conflict as e:
+            raise ApiError(409, e.code, e.message) from None
+        self.redirect(detail_url(employee, int(address)) + f"?saved={self.action}#rotation", code=303)
+
+
+class Promote(Confirm):
+    action = "promote"
+
+
+class Rollback(Confirm):
+    action = "rollback"
+
+
+class DiscardNext(Confirm):
+    action = "discard"

@@ -5,6 +5,16 @@ from handlers.base import BaseHandler
 from handlers.pages import status_facts
 
 
+def actor(handler):
+    """Who made a change, for the history: the App Engine user's email, `admin-token`, `session`."""
+    how = getattr(handler, "auth_method", None)
+    if how == "bearer":
+        return "admin-token"
+    if how == "session":
+        return "session"
+    return handler.principal if isinstance(getattr(handler, "principal", None), str) else "unknown"
+
+
 class ApiHandler(BaseHandler):
     """A JSON route of API.md (errors answer in API.md's shape: see BaseHandler.dispatch)."""
 
@@ -30,10 +40,11 @@ class Identity(ApiHandler):
         self.write_json(models.public_view(models.get_entity(employee, address)))
 
     def put(self, employee, address):
-        view, created = models.put_identity(employee, address, self.json_body(), self.settings)
+        view, created = models.put_identity(employee, address, self.json_body(), self.settings,
+                                            actor=actor(self))
         self.write_json(view, 201 if created else 200)
 
     def delete(self, employee, address):
-        models.delete_identity(employee, address)
+        models.delete_identity(employee, address, actor=actor(self))
         self.response.status_int = 204
         del self.response.headers["Content-Type"]  # a 204 has no body to describe

@@ -77,6 +77,9 @@ class BaseHandler(webapp2.RequestHandler):
             return self.error_response(504 if e.code == "timeout" else 502, e.code, e.message)
         except models.NotFound as e:
             return self.error_response(404, "not_found", str(e))
+        except sealing.RecordTampered as e:  # reported, never used: replacing the identity repairs it
+            log.error("sealed record refused: %s", self.request.path)
+            return self.error_response(409, "record_tampered", str(e))
         except sealing.UnsealError as e:
             return self.error_response(500, "key_unavailable", str(e))
         except sealing.SealingUnavailable as e:

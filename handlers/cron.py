@@ -14,7 +14,7 @@ MAX_DAYS = 3650  # ten years ahead is already every certificate
 
 
 class Expiry(ApiHandler):
-    """GET /cron/expiry: log a structured warning per expired or expiring identity."""
+    """GET /cron/expiry: log a structured warning per expired or expiring identity, and per stale pending key."""
 
     public = True  # checked below: App Engine cron, or an admin
 
@@ -31,4 +31,6 @@ class Expiry(ApiHandler):
         for state in ("expired", "expiring"):
             for entry in report[state]:
                 log.warning(json.dumps(dict(entry, event="certificate_" + state)))
+        for entry in report["stale_pending"]:  # a CSR nobody answered: its key waits, sealed, for nothing
+            log.warning(json.dumps(dict(entry, event="pending_key_stale")))
         self.write_json(report)

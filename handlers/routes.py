@@ -5,7 +5,7 @@ import logging
 
 import webapp2
 
-from handlers import admin, api, calls, cron, pages, static
+from handlers import admin, api, calls, cron, lifecycle, pages, static
 
 EMPLOYEE = r"<employee:[^/]+>"
 ADDRESS = r"<address:[^/]+>"
@@ -25,6 +25,12 @@ ROUTES = [
     webapp2.Route(IDENTITY + "/handshake", calls.Handshake),
     webapp2.Route(IDENTITY + "/request", calls.Request),
     webapp2.Route(IDENTITY + "/echo", calls.Echo),
+    webapp2.Route(IDENTITY + "/csr", lifecycle.Csr),
+    webapp2.Route(IDENTITY + "/next", lifecycle.Next),
+    webapp2.Route(IDENTITY + "/next/handshake", lifecycle.NextHandshake),
+    webapp2.Route(IDENTITY + "/promote", lifecycle.Promote),
+    webapp2.Route(IDENTITY + "/rollback", lifecycle.Rollback),
+    webapp2.Route(IDENTITY + "/history", lifecycle.History),
     webapp2.Route("/api/v1/fetch", calls.Fetch),
     webapp2.Route("/cron/expiry", cron.Expiry),
     webapp2.Route("/admin", admin.List),
@@ -34,6 +40,12 @@ ROUTES = [
     webapp2.Route(ADMIN_IDENTITY + "/test", admin.Test),
     webapp2.Route(ADMIN_IDENTITY + "/request", admin.Request),
     webapp2.Route(ADMIN_IDENTITY + "/echo", admin.Echo),
+    webapp2.Route(ADMIN_IDENTITY + "/csr", admin.GenerateCsr),
+    webapp2.Route(ADMIN_IDENTITY + "/next", admin.UploadNext),
+    webapp2.Route(ADMIN_IDENTITY + "/next/test", admin.TestNext),
+    webapp2.Route(ADMIN_IDENTITY + "/next/discard", admin.DiscardNext),
+    webapp2.Route(ADMIN_IDENTITY + "/promote", admin.Promote),
+    webapp2.Route(ADMIN_IDENTITY + "/rollback", admin.Rollback),
 ]
 
 PUBLIC_PATHS = ("/", "/healthz", "/signin", "/static/")

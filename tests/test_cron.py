@@ -38,7 +38,7 @@ def test_the_cron_header_is_not_trusted_off_app_engine(client):
 
 
 def test_app_engine_cron_may_run_it(on_app_engine):
-    assert on_app_engine.get("/cron/expiry", headers=CRON, status=200).json == {"expired": [], "expiring": []}
+    assert on_app_engine.get("/cron/expiry", headers=CRON, status=200).json == {"expired": [], "expiring": [], "stale_pending": []}
 
 
 def test_on_app_engine_other_callers_still_need_the_header_or_an_admin(on_app_engine):
@@ -51,7 +51,7 @@ def test_on_app_engine_other_callers_still_need_the_header_or_an_admin(on_app_en
 
 
 def test_an_admin_may_run_it(admin):
-    assert admin.get("/cron/expiry", status=200).json == {"expired": [], "expiring": []}
+    assert admin.get("/cron/expiry", status=200).json == {"expired": [], "expiring": [], "stale_pending": []}
 
 
 def warnings_logged(caplog):
@@ -85,7 +85,7 @@ def test_the_warning_window_is_a_parameter(admin, stored, caplog):
 def test_valid_identities_log_nothing(admin, upload, caplog):
     caplog.set_level(logging.WARNING, logger="dyncert.expiry")
     admin.put_json("/api/v1/employees/asalieri/addresses/1", upload, status=201)
-    assert admin.get("/cron/expiry").json == {"expired": [], "expiring": []}
+    assert admin.get("/cron/expiry").json == {"expired": [], "expiring": [], "stale_pending": []}
     assert warnings_logged(caplog) == []
 
 

@@ -179,8 +179,9 @@ def strict_datastore(tmp_path, monkeypatch):
 
 def test_every_query_of_the_app_needs_no_composite_index(strict_datastore):
     # So no index.yaml ships: built-in single-property indexes serve all of these.
-    assert models.expiry_report() == {"expired": [], "expiring": []}
+    assert models.expiry_report() == {"expired": [], "expiring": [], "stale_pending": []}
     assert models.list_identities() == [] and models.list_entities() == []
+    assert models.history("asalieri", 1) == []
     assert models.count_identities() == 0
 
 

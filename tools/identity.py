@@ -10,6 +10,12 @@ token from ADMIN_TOKEN (or the variable named by --token-env). Examples:
     python -m tools.identity get asalieri 1
     python -m tools.identity handshake asalieri 1
     python -m tools.identity delete asalieri 1
+    python -m tools.identity csr asalieri 1 --cn asalieri --dns client.example.com > asalieri.csr
+    python -m tools.identity next asalieri 1 --cert signed-chain.pem     # completes the pending key
+    python -m tools.identity next asalieri 1 --test                      # handshake with the next identity
+    python -m tools.identity promote asalieri 1
+    python -m tools.identity rollback asalieri 1
+    python -m tools.identity history asalieri 1
 
 Passwords are read from an environment variable (never a command-line argument: those show in
 `ps`). Exit status: 0 success, 1 the API refused (its error code is printed), 2 usage or a
@@ -104,6 +110,92 @@ def put_body(args):
     return body
 
 
+LIFECYCLE = ("csr", "next", "promote", "rollback", "history")
+
+
+def csr_body(args):
+    """The POST .../csr body from the command-line options."""
+    subject = {name: value for name, value in (("CN", args.cn), ("O", args.o), ("OU", args.ou), ("C", args.c),
+                                               ("ST", args.st), ("L", args.l)) if value}
+    return {"key_type": args.key_type, "subject": subject,
+            "san": {"dns": args.dns or [], "email": args.email or [], "uri": args.uri or []}}
+
+
+def next_body(args):
+    """The PUT .../next body: the certificate alone completes the pending key; --key or --pkcs12 uploads one."""
+    if not args.cert and not args.pkcs12:
+        raise SystemExit("next: give --cert (and --key, or nothing for the pending key), or --pkcs12")
+    if args.pkcs12 or args.key:
+        body = put_body(args)
+        if not args.host:
+            del body["host"]  # the target defaults to the current identity's
+        if args.port is None:
+            del body["port"]
+        return body
+    body = {"cert": read_text(args.cert)}
+    for name, value in (("host", args.host), ("port", args.port), ("server_hostname", args.sni),
+                        ("tls_version", args.tls_version)):
+        if value is not None:
+            body[name] = value
+    if args.ca:
+        body["ca_certs"] = read_text(args.ca)
+    return body
+
+
+def lifecycle(args, base, token, path):
+    """Run a key lifecycle subcommand; returns (status, data)."""
+    if args.command == "csr":
+        return api(base, token, "POST", path + "/csr", csr_body(args))
+    if args.command == "next":
+        if args.show:
+            return api(base, token, "GET", path + "/next")
+        if args.delete:
+            return api(base, token, "DELETE", path + "/next")
+        if args.test:
+            return api(base, token, "POST", path + "/next/handshake")
+        return api(base, token, "PUT", path + "/next", next_body(args))
+    if args.command == "history":
+        return api(base, token, "GET", path + "/history")
+    return api(base, token, "POST", f"{path}/{args.command}")
+
+
+def add_lifecycle_parsers(sub):
+    """The csr, next, promote, rollback and history subcommands."""
+    csr = sub.add_parser("csr", help="generate a key here (sealed at once) and print its CSR")
+    csr.add_argument("employee")
+    csr.add_argument("address")
+    csr.add_argument("--key-type", default="EC-P256",
+                     choices=("EC-P256", "EC-P384", "RSA-2048", "RSA-3072", "RSA-4096", "Ed25519"))
+    csr.add_argument("--cn", required=True, help="subject common name")
+    for name in ("o", "ou", "c", "st", "l"):
+        csr.add_argument(f"--{name}", help=f"subject {name.upper()}")
+    csr.add_argument("--dns", action="append", help="a DNS subjectAltName (repeatable)")
+    csr.add_argument("--email", action="append", help="an e-mail subjectAltName (repeatable)")
+    csr.add_argument("--uri", action="append", help="a URI subjectAltName (repeatable)")
+    csr.add_argument("--out", help="write the CSR to this file instead of printing it")
+    nxt = sub.add_parser("next", help="stage (default), --show, --test or --delete the next identity")
+    nxt.add_argument("employee")
+    nxt.add_argument("address")
+    action = nxt.add_mutually_exclusive_group()
+    action.add_argument("--show", action="store_true")
+    action.add_argument("--test", action="store_true", help="handshake with the next identity")
+    action.add_argument("--delete", action="store_true")
+    nxt.add_argument("--cert", help="PEM certificate chain file (alone: the certificate for the pending key)")
+    nxt.add_argument("--key", help="PEM private key file, to stage an identity made elsewhere")
+    nxt.add_argument("--pkcs12", help="PKCS#12 file instead of --cert/--key")
+    nxt.add_argument("--password-env", help="environment variable holding the key or PKCS#12 password")
+    nxt.add_argument("--ca", help="PEM CA bundle (default: the current identity's)")
+    nxt.add_argument("--host", help="default: the current identity's")
+    nxt.add_argument("--port", type=int)
+    nxt.add_argument("--sni")
+    nxt.add_argument("--tls-version", choices=("TLS", "TLSv1_2", "TLSv1_3"))
+    for name, text in (("promote", "the next identity becomes current"),
+                       ("rollback", "current and previous swap"), ("history", "every change, newest first")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("employee")
+        s.add_argument("address")
+
+
 def parser():
     p = argparse.ArgumentParser(prog="python -m tools.identity", description=__doc__.split("\n\n", 1)[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
@@ -129,6 +221,7 @@ def parser():
     put.add_argument("--port", type=int, default=443)
     put.add_argument("--sni", help="server name to send and verify (default: host)")
     put.add_argument("--tls-version", choices=("TLS", "TLSv1_2", "TLSv1_3"))
+    add_lifecycle_parsers(sub)
     return p
 
 
@@ -156,12 +249,22 @@ def run(args):
             status, data = api(args.url, token, "DELETE", path)
         elif args.command == "handshake":
             status, data = api(args.url, token, "POST", path + "/handshake")
+        elif args.command in LIFECYCLE:
+            status, data = lifecycle(args, args.url, token, path)
         else:
             status, data = api(args.url, token, "PUT", path, put_body(args))
     if status >= 400:
         error = (data or {}).get("error", {})
         print(f"{status} {error.get('code', 'error')}: {error.get('message', '')}", file=sys.stderr)
         return 1
+    if args.command == "csr" and data:  # the CSR itself, ready for the partner's CA (the key stays sealed)
+        if args.out:
+            with open(args.out, "w", encoding="ascii") as f:
+                f.write(data["csr"])
+            print(json.dumps(data["pending"], indent=2, sort_keys=True))
+        else:
+            sys.stdout.write(data["csr"])
+        return 0
     if data is not None:
         print(json.dumps(data, indent=2, sort_keys=True))
     return 0

@@ -1,0 +1,178 @@
+"""Keys born here: generate a private key and a certificate signing request (PKCS#10) for it."""
+
+import hashlib
+import ipaddress
+import re
+import urllib.parse
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from dyncert.errors import InputError
+from dyncert.identity import key_type as key_type_label
+
+DEFAULT_KEY_TYPE = "EC-P256"  # fast, small, and accepted by every TLS 1.2+ server
+KEY_TYPES = ("EC-P256", "EC-P384", "RSA-2048", "RSA-3072", "RSA-4096", "Ed25519")
+MAX_SANS = 100          # a CSR is sent to a partner's CA: nobody needs more, and it bounds the work
+MAX_URI = 2048          # a common URL length cap (browsers, proxies)
+MAX_EMAIL = 254         # RFC 5321's path limit less the angle brackets
+
+# Subject attributes we accept, with X.520's upper bounds (RFC 5280 appendix A).
+SUBJECT_FIELDS = {
+    "CN": (NameOID.COMMON_NAME, 64), "O": (NameOID.ORGANIZATION_NAME, 64),
+    "OU": (NameOID.ORGANIZATIONAL_UNIT_NAME, 64), "C": (NameOID.COUNTRY_NAME, 2),
+    "ST": (NameOID.STATE_OR_PROVINCE_NAME, 128), "L": (NameOID.LOCALITY_NAME, 128),
+}
+SUBJECT_ORDER = ("C", "ST", "L", "O", "OU", "CN")  # the usual most-to-least significant order
+
+LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@([A-Za-z0-9.-]{1,253})$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def generate_key(name=DEFAULT_KEY_TYPE):
+    """A new private key of type `name` (one of KEY_TYPES)."""
+    if not isinstance(name, str) or name not in KEY_TYPES:
+        raise InputError("invalid_request", f"'key_type' must be one of {', '.join(KEY_TYPES)}; "
+                                            f"found {str(name)[:40]!r}.")
+    if name.startswith("EC-"):
+        return ec.generate_private_key(ec.SECP256R1() if name == "EC-P256" else ec.SECP384R1())
+    if name.startswith("RSA-"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(name[4:]))
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def dns_name(value):
+    """A DNS name (IDNA allowed; one leading '*.' label for a wildcard) as its ASCII form."""
+    if not isinstance(value, str) or not value or len(value) > 253 or CONTROL.search(value):
+        raise InputError("invalid_request", "Each 'san.dns' entry must be a DNS name of at most 253 characters.")
+    name = value.rstrip(".")
+    wildcard = name.startswith("*.")
+    if wildcard:
+        name = name[2:]
+    try:
+        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
+    except UnicodeError:
+        ascii_name = ""
+    labels = ascii_name.split(".")
+    if not ascii_name or len(ascii_name) > 253 or not all(LABEL.match(label) for label in labels):
+        raise InputError("invalid_request", f"Expected a DNS name in 'san.dns', found {value[:80]!r}.")
+    if _is_ip(name):
+        raise InputError("invalid_request", f"Expected a DNS name in 'san.dns', found the IP address {value!r}.")
+    return ("*." if wildcard else "") + ascii_name.lower()
+
+
+def _is_ip(text):
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def email_address(value):
+    """An addr-spec (local@domain) checked for shape and length."""
+    match = EMAIL.match(value) if isinstance(value, str) and len(value) <= MAX_EMAIL else None
+    if not match or ".." in value or value.startswith(".") or ".@" in value:
+        raise InputError("invalid_request", f"Expected an e-mail address (local@domain) in 'san.email', "
+                                            f"found {str(value)[:80]!r}.")
+    dns_name(match.group(1))  # the domain must be a DNS name too
+    return value
+
+
+def uri(value):
+    """An absolute URI (scheme and a host or path), ASCII, no spaces or control characters."""
+    ok = isinstance(value, str) and 0 < len(value) <= MAX_URI and value.isascii() \
+        and not CONTROL.search(value) and " " not in value
+    parts = urllib.parse.urlsplit(value) if ok else None
+    if not parts or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*$", parts.scheme or "") or not (parts.netloc or parts.path):
+        raise InputError("invalid_request", f"Expected an absolute ASCII URI (scheme:...) of at most {MAX_URI} "
+                                            f"characters in 'san.uri', found {str(value)[:80]!r}.")
+    return value
+
+
+def subject_name(subject):
+    """The x509.Name for a {"CN": ..., "O": ...} object; CN is required."""
+    if not isinstance(subject, dict):
+        raise InputError("invalid_request", "The field 'subject' must be an object with at least 'CN'.")
+    unknown = sorted(set(subject) - set(SUBJECT_FIELDS))
+    if unknown:
+        raise InputError("invalid_request", f"Unknown subject field {unknown[0][:20]!r}; expected "
+                                            f"{', '.join(SUBJECT_ORDER)}.")
+    if not subject.get("CN"):
+        raise InputError("invalid_request", "The subject needs a common name: 'subject.CN' is required.")
+    attributes = []
+    for name in SUBJECT_ORDER:
+        value = subject.get(name)
+        if value is None or value == "" and name != "CN":
+            continue
+        oid, limit = SUBJECT_FIELDS[name]
+        if not isinstance(value, str) or not value.strip() or len(value) > limit or CONTROL.search(value):
+            raise InputError("invalid_request", f"'subject.{name}' must be 1-{limit} printable characters.")
+        if name == "C" and not re.fullmatch(r"[A-Za-z]{2}", value):
+            raise InputError("invalid_request", "'subject.C' must be a two-letter country code.")
+        attributes.append(x509.NameAttribute(oid, value.upper() if name == "C" else value))
+    return x509.Name(attributes)
+
+
+def san_entries(san):
+    """(x509 GeneralNames, ["DNS:...", "email:...", "URI:..."]) from {"dns": [], "email": [], "uri": []}."""
+    if san is None:
+        return [], []
+    if not isinstance(san, dict) or set(san) - {"dns", "email", "uri"}:
+        raise InputError("invalid_request", "The field 'san' must be an object with lists 'dns', 'email', 'uri'.")
+    lists = {kind: san.get(kind) or [] for kind in ("dns", "email", "uri")}
+    if not all(isinstance(v, list) for v in lists.values()):
+        raise InputError("invalid_request", "Each of 'san.dns', 'san.email' and 'san.uri' must be a list.")
+    total = sum(len(v) for v in lists.values())
+    if total > MAX_SANS:
+        raise InputError("invalid_request", f"Expected at most {MAX_SANS} subject alternative names, found {total}.")
+    names, shown = [], []
+    for value in lists["dns"]:
+        value = dns_name(value)
+        names.append(x509.DNSName(value))
+        shown.append("DNS:" + value)
+    for value in lists["email"]:
+        names.append(x509.RFC822Name(email_address(value)))
+        shown.append("email:" + value)
+    for value in lists["uri"]:
+        names.append(x509.UniformResourceIdentifier(uri(value)))
+        shown.append("URI:" + value)
+    return names, shown
+
+
+def public_key_sha256(public_key):
+    """sha256 hex of the DER SubjectPublicKeyInfo: names a key without revealing anything."""
+    return hashlib.sha256(public_key.public_bytes(serialization.Encoding.DER,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+class PendingKey:
+    """A generated key and its CSR; `key_pem` is for sealing at once, never for showing."""
+
+    def __init__(self, key_pem, csr_pem, key_type, public_key_sha256, subject, san):
+        self.key_pem, self.csr_pem, self.key_type = key_pem, csr_pem, key_type
+        self.public_key_sha256, self.subject, self.san = public_key_sha256, subject, san
+
+    def __repr__(self):  # never the key
+        return f"PendingKey(key_type={self.key_type!r}, public_key_sha256={self.public_key_sha256!r})"
+
+
+def new_key_and_csr(key_type=None, subject=None, san=None):
+    """Validate the request, then generate a key and its signed CSR."""
+    name = subject_name(subject)  # checked before the (possibly slow) key generation
+    general_names, shown = san_entries(san)
+    key = generate_key(DEFAULT_KEY_TYPE if key_type is None else key_type)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(name)
+    if general_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(general_names), critical=False)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    csr = builder.sign(key, algorithm)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return PendingKey(key_pem, csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                      key_type_label(key.public_key()), public_key_sha256(key.public_key()),
+                      name.rfc4514_string(), shown)
+

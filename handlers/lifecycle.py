@@ -1,0 +1,76 @@
+"""The key lifecycle routes of API.md v1.1: CSR, next, promote, rollback, history."""
+
+import models
+import outbound
+from handlers.api import ApiHandler, actor
+from handlers.calls import CallHandler
+
+
+class LifecycleHandler(ApiHandler):
+    """A lifecycle route: a state that forbids the change answers 409 with its code."""
+
+    def dispatch(self):
+        try:
+            return super().dispatch()
+        except models.Conflict as e:
+            return self.error_response(409, e.code, e.message)
+
+
+class Csr(LifecycleHandler):
+    """POST a new pending key and its CSR; GET the pending CSR again."""
+
+    def get(self, employee, address):
+        csr_pem, pending = models.get_csr(employee, address)
+        self.write_json({"csr": csr_pem, "pending": pending})
+
+    def post(self, employee, address):
+        csr_pem, pending = models.create_csr(employee, address, self.json_body(), self.settings,
+                                             actor=actor(self))
+        self.write_json({"csr": csr_pem, "pending": pending}, 201)
+
+
+class Next(LifecycleHandler):
+    """GET, PUT (stage) and DELETE the next identity."""
+
+    def get(self, employee, address):
+        self.write_json({"next": models.get_next(employee, address)})
+
+    def put(self, employee, address):
+        view, created = models.stage_next(employee, address, self.json_body(), self.settings, actor=actor(self))
+        self.write_json({"next": view}, 201 if created else 200)
+
+    def delete(self, employee, address):
+        models.remove_next(employee, address, self.settings, actor=actor(self))
+        self.response.status_int = 204
+        del self.response.headers["Content-Type"]  # a 204 has no body to describe
+
+
+class NextHandshake(CallHandler):
+    """POST .../next/handshake: the next identity against the target it would use."""
+
+    def post(self, employee, address):
+        self.json_body()  # an empty body is expected; a malformed one is still refused
+        self.write_json(outbound.handshake(models.load_next(employee, address, self.settings), self.settings))
+
+
+class Promote(LifecycleHandler):
+    """POST .../promote: next becomes current (409 no_next)."""
+
+    def post(self, employee, address):
+        self.json_body()
+        self.write_json(models.promote(employee, address, self.settings, actor=actor(self)))
+
+
+class Rollback(LifecycleHandler):
+    """POST .../rollback: current and previous swap (409 no_previous)."""
+
+    def post(self, employee, address):
+        self.json_body()
+        self.write_json(models.rollback(employee, address, self.settings, actor=actor(self)))
+
+
+class History(LifecycleHandler):
+    """GET .../history: every change, newest first."""
+
+    def get(self, employee, address):
+        self.write_json({"events": models.history(employee, address)})

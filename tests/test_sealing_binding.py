@@ -1,0 +1,163 @@
+"""The sealed key is bound to its entity, target and trust; records in the pre-v1.1 format keep working."""
+
+import datetime
+import json
+import os
+
+import pytest
+from google.cloud import datastore as raw_datastore
+from google.cloud import ndb
+
+import models
+import pki
+import sealing
+from peers import PythonTLSPeer
+
+URL = "/api/v1/employees/asalieri/addresses/1"
+
+
+@pytest.fixture(scope="module")
+def world():
+    p = pki.make_pki()
+    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+                second=pki.client_cert(p.clients_ca, "second"), stranger=pki.make_pki("stranger"))
+
+
+def db():
+    return raw_datastore.Client(project=os.environ["DATASTORE_PROJECT_ID"])
+
+
+def raw_key(client, address=1):
+    return client.key("Employee", "asalieri", "Address", address)
+
+
+def store(admin, creds, port, ca_pem, status=201):
+    body = dict(cert=creds.cert_pem.decode(), key=creds.key_pem.decode(), ca_certs=ca_pem.decode(),
+                host="127.0.0.1", port=port, server_hostname="localhost")
+    return admin.put(URL, json.dumps(body), content_type="application/json", status=status).json
+
+
+def call(admin, path="/request", status=200):
+    return admin.post(URL + path, json.dumps({}), content_type="application/json", status=status)
+
+
+def who(response):
+    return json.loads(response.json["body"])["fingerprint_sha256"]
+
+
+def write_legacy(settings, creds, port, ca_pem):
+    """An Address exactly as stored before v1.1: the old property set, the key sealed to the entity path only."""
+    client = db()
+    key = raw_key(client)
+    chain = creds.cert_pem.decode()
+    from dyncert.identity import ClientIdentity
+    identity = ClientIdentity.from_pem(creds.cert_pem, creds.key_pem)
+    kek = sealing.kek_from_settings(settings)
+    wrapped_dek, sealed_key = sealing.seal(kek, identity.key_pem, b"Employee/asalieri/Address/1")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    client.put(raw_datastore.Entity(client.key("Employee", "asalieri")))
+    entity = raw_datastore.Entity(key, exclude_from_indexes=(
+        "chain_pem", "sealed_key", "wrapped_dek", "kek_id", "ca_certs", "host", "port", "server_hostname",
+        "tls_version", "subject", "issuer", "serial", "not_before", "san", "key_type", "chain_length"))
+    entity.update(dict(
+        chain_pem=identity.chain_pem.decode(), sealed_key=sealed_key, wrapped_dek=wrapped_dek, kek_id=kek.kek_id,
+        ca_certs=ca_pem.decode(), host="127.0.0.1", port=port, server_hostname="localhost", tls_version="TLS",
+        subject=identity.subject, issuer=identity.issuer, serial=identity.serial, not_before=identity.not_before,
+        not_after=identity.not_after, fingerprint_sha256=identity.fingerprint_sha256, san=list(identity.san),
+        key_type=identity.key_type, chain_length=identity.chain_length, created=now, updated=now))
+    assert chain.startswith("-----BEGIN CERTIFICATE-----")
+    client.put(entity)
+    return identity.fingerprint_sha256
+
+
+def test_legacy_record_is_read_called_and_rotated(admin, settings, world):
+    p = world["pki"]
+    with PythonTLSPeer(world["server"], p.ca_pem) as peer:
+        legacy_fp = write_legacy(settings, world["first"], peer.port, p.ca_pem)
+        view = admin.get(URL).json
+        assert view["fingerprint_sha256"] == legacy_fp
+        assert view["next"] is None and view["previous"] is None and view["pending"] is None
+        assert [i["address"] for i in admin.get("/api/v1/identities").json["identities"]] == [1]
+        assert who(call(admin)) == legacy_fp
+
+        body = dict(cert=world["second"].cert_pem.decode(), key=world["second"].key_pem.decode())
+        admin.put(URL + "/next", json.dumps(body), content_type="application/json", status=201)
+        # That write re-sealed the legacy key with the bound (v2) associated data.
+        assert db().get(raw_key(db()))["seal_version"] == models.SEAL_VERSION
+        assert who(call(admin)) == legacy_fp
+        call(admin, "/promote")
+        assert who(call(admin)) == world["second"].fingerprint_sha256
+        rolled = call(admin, "/rollback").json
+        assert rolled["current"]["fingerprint_sha256"] == legacy_fp
+        assert who(call(admin)) == legacy_fp
+
+
+def test_legacy_record_moved_to_another_entity_still_does_not_open(admin, settings, world):
+    write_legacy(settings, world["first"], 443, world["pki"].ca_pem)
+    client = db()
+    moved = client.get(raw_key(client))
+    copy = raw_datastore.Entity(raw_key(client, 2), exclude_from_indexes=tuple(moved.exclude_from_indexes))
+    copy.update(moved)
+    client.put(copy)
+    error = admin.post("/api/v1/employees/asalieri/addresses/2/handshake", status=409).json["error"]
+    assert error["code"] == "record_tampered"
+
+
+@pytest.mark.parametrize("field", ["host", "port", "server_hostname", "tls_version", "ca_certs", "chain_pem",
+                                   "seal_version"])
+def test_a_record_altered_outside_the_app_is_refused(admin, world, field):
+    p = world["pki"]
+    with PythonTLSPeer(world["server"], p.ca_pem) as honest, \
+            PythonTLSPeer(world["server"], p.ca_pem) as attacker:
+        store(admin, world["first"], honest.port, p.ca_pem)
+        assert who(call(admin)) == world["first"].fingerprint_sha256  # twin: the untouched record works
+        client = db()
+        entity = client.get(raw_key(client))
+        before_calls = attacker.accepted
+        entity[field] = {
+            "host": "localhost", "port": attacker.port, "server_hostname": "127.0.0.1", "tls_version": "TLSv1_2",
+            "ca_certs": world["stranger"].ca_pem.decode(), "seal_version": None,
+            "chain_pem": world["second"].cert_pem.decode(),
+        }[field]
+        client.put(entity)
+        for path in ("/request", "/handshake", "/echo"):
+            response = call(admin, path, status=409)
+            assert response.json["error"]["code"] == "record_tampered"
+            assert "PRIVATE KEY" not in response.text
+        assert attacker.accepted == before_calls  # the key was never shown to anyone
+        # The record is reported, not hidden: GET still shows it; a fresh PUT repairs it.
+        admin.get(URL, status=200)
+        store(admin, world["first"], honest.port, p.ca_pem, status=200)
+        assert who(call(admin)) == world["first"].fingerprint_sha256
+
+
+def test_an_altered_next_slot_is_refused_and_the_current_keeps_working(admin, world):
+    p = world["pki"]
+    with PythonTLSPeer(world["server"], p.ca_pem) as peer:
+        store(admin, world["first"], peer.port, p.ca_pem)
+        body = dict(cert=world["second"].cert_pem.decode(), key=world["second"].key_pem.decode())
+        admin.put(URL + "/next", json.dumps(body), content_type="application/json", status=201)
+        call(admin, "/next/handshake")  # twin: the untouched next slot works
+        with ndb.Client().context(cache_policy=False, global_cache_policy=False):
+            entity = models.get_entity("asalieri", 1)
+            entity.next.port = 1  # written with ndb directly, bypassing the store functions
+            entity.put()
+        assert call(admin, "/next/handshake", status=409).json["error"]["code"] == "record_tampered"
+        assert who(call(admin)) == world["first"].fingerprint_sha256
+
+
+def test_promote_and_rollback_need_no_reseal_of_bound_slots(ndb_context, settings, world):
+    body = dict(cert=world["first"].cert_pem.decode(), key=world["first"].key_pem.decode(), host="peer.example.com")
+    models.put_identity("asalieri", 1, body, settings)
+    sealed = models.get_entity("asalieri", 1).sealed_key
+    models.stage_next("asalieri", 1, dict(body, cert=world["second"].cert_pem.decode(),
+                                          key=world["second"].key_pem.decode()), settings)
+    models.promote("asalieri", 1, settings)
+    entity = models.get_entity("asalieri", 1)
+    assert entity.previous.sealed_key == sealed  # the same ciphertext, now in the previous slot
+    assert models.load_identity("asalieri", 1, settings).identity.fingerprint_sha256 == \
+        world["second"].fingerprint_sha256
+    models.rollback("asalieri", 1, settings)
+    assert models.load_identity("asalieri", 1, settings).identity.fingerprint_sha256 == \
+        world["first"].fingerprint_sha256
+    assert isinstance(ndb.Key("Employee", "asalieri").get(), models.Employee)
