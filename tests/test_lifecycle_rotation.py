@@ -89,7 +89,7 @@ def test_full_rotation_against_nginx(admin, settings, world, tmp_path):
                                            "san": {"email": ["asalieri@example.com"]}}, status=201)
         chain = openssl_sign(tmp_path, p.clients_ca, made["csr"])
         staged = api(admin, "PUT", "/next", {"cert": chain}, status=201)["next"]
-        assert staged["subject"] == "CN=asalieri-2027,O=dyncert test" and staged["chain_length"] == 2
+        assert staged["subject"] == "O=dyncert test, CN=asalieri-2027" and staged["chain_length"] == 2
         assert "email:asalieri@example.com" in staged["san"]
         second = sha1(chain)
 

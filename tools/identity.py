@@ -71,9 +71,9 @@ def read_text(path, option):
         with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as e:
-        raise CliError(f"put: cannot read the {option} file {path!r}: {e.strerror or e}") from None
+        raise CliError(f"cannot read the {option} file {path!r}: {e.strerror or e}") from None
     except UnicodeDecodeError:
-        raise CliError(f"put: the {option} file {path!r} is not PEM text (for DER or PKCS#12 use --pkcs12)") from None
+        raise CliError(f"the {option} file {path!r} is not PEM text (for DER or PKCS#12 use --pkcs12)") from None
 
 
 def password(name):
@@ -91,7 +91,7 @@ def put_body(args):
             with open(args.pkcs12, "rb") as f:
                 body["pkcs12"] = base64.b64encode(f.read()).decode()
         except OSError as e:
-            raise CliError(f"put: cannot read the --pkcs12 file {args.pkcs12!r}: {e.strerror or e}") from None
+            raise CliError(f"cannot read the --pkcs12 file {args.pkcs12!r}: {e.strerror or e}") from None
         if args.password_env:
             body["pkcs12_password"] = password(args.password_env)
     else:
@@ -124,7 +124,7 @@ def csr_body(args):
 def next_body(args):
     """The PUT .../next body: the certificate alone completes the pending key; --key or --pkcs12 uploads one."""
     if not args.cert and not args.pkcs12:
-        raise SystemExit("next: give --cert (and --key, or nothing for the pending key), or --pkcs12")
+        raise CliError("next: give --cert (and --key, or nothing for the pending key), or --pkcs12")
     if args.pkcs12 or args.key:
         body = put_body(args)
         if not args.host:
@@ -132,13 +132,13 @@ def next_body(args):
         if args.port is None:
             del body["port"]
         return body
-    body = {"cert": read_text(args.cert)}
+    body = {"cert": read_text(args.cert, "--cert")}
     for name, value in (("host", args.host), ("port", args.port), ("server_hostname", args.sni),
                         ("tls_version", args.tls_version)):
         if value is not None:
             body[name] = value
     if args.ca:
-        body["ca_certs"] = read_text(args.ca)
+        body["ca_certs"] = read_text(args.ca, "--ca")
     return body
 
 
