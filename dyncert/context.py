@@ -19,6 +19,7 @@ import threading
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from . import der, pbe
 from .errors import InputError
 from .identity import parse_ca_bundle
 
@@ -213,7 +214,12 @@ def _sealed_key(key_pem, password):
     RSA/EC: legacy PEM encryption (AES-256-CBC, one-pass MD5 key derivation). A weak KDF
     costs nothing here because the password is 256 random bits, never reused; PKCS#8's
     PBKDF2 would add a per-load cost for no gain. Ed25519/Ed448 have no legacy form: PKCS#8.
+    RSA-PSS: PKCS#8 sealed by hand (one PBKDF2 round, same reason), since cryptography
+    would write it back as plain RSA and OpenSSL would find no slot for its certificate.
     """
+    pkcs8_der = der.unpem(key_pem)
+    if pbe.pkcs8_algorithm(pkcs8_der) == pbe.OID_RSASSA_PSS:
+        return pbe.encrypt_pkcs8(pkcs8_der, password)
     key = serialization.load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
     encryption = serialization.BestAvailableEncryption(password)
     if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):

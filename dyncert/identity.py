@@ -12,7 +12,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
+from . import der
 from .errors import InputError
 
 # Defensive limits: real chains are 1-4 certificates and a few KiB.
@@ -80,6 +82,42 @@ def key_type(key):
     if isinstance(key, (dsa.DSAPublicKey, dsa.DSAPrivateKey)):
         return f"DSA {key.key_size}"
     return type(key).__name__.lstrip("_")
+
+
+def cert_key_type(cert):
+    """Key type of a certificate's public key, naming RSA-PSS (cryptography shows it as plain RSA)."""
+    kind = key_type(cert.public_key())
+    if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
+        return kind.replace("RSA", "RSA-PSS", 1)
+    return kind
+
+
+def _spki_algorithm(cert):
+    """DER AlgorithmIdentifier of the certificate's subjectPublicKeyInfo (with its parameters)."""
+    tbs = cert.tbs_certificate_bytes
+    _, start, end = der.item(tbs, 0)
+    fields = der.children(tbs, start, end)
+    if fields[0][0] == 0xA0:  # [0] version
+        fields = fields[1:]
+    spki = fields[5]  # serial, signature, issuer, validity, subject, subjectPublicKeyInfo
+    return der.children(tbs, spki[1], spki[2])[0][3]
+
+
+def _pkcs8(key, leaf):
+    """The key as unencrypted PKCS#8 PEM, keeping the certificate's key type.
+
+    cryptography loads an RSA-PSS key as plain RSA and would write it back as rsaEncryption;
+    OpenSSL then has no slot for the RSA-PSS certificate (key_mismatch on every server).
+    For an RSA-PSS certificate the PKCS#8 carries the certificate's own AlgorithmIdentifier
+    (RSASSA-PSS and its parameters) around the same RSAPrivateKey.
+    """
+    if leaf.public_key_algorithm_oid != PublicKeyAlgorithmOID.RSASSA_PSS:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    rsa_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    info = der.tlv(0x30, b"\x02\x01\x00" + _spki_algorithm(leaf) + der.tlv(0x04, rsa_der))
+    return der.pem(b"PRIVATE KEY", info)
 
 
 def _spki(public_key):
@@ -316,9 +354,7 @@ class ClientIdentity:
         if check_validity:
             _check_validity(chain, now)
         chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        identity = cls(chain_pem, key_pem)
+        identity = cls(chain_pem, _pkcs8(key, chain[0]))
         identity.__dict__["leaf"] = chain[0]  # already parsed: spare the lazy parse
         return identity
 
@@ -370,8 +406,8 @@ class ClientIdentity:
 
     @property
     def key_type(self):
-        """Key type from the leaf's public key (it matches the private key): 'EC P-256', 'RSA 2048', ..."""
-        return key_type(self.leaf.public_key())
+        """Key type from the leaf's public key (it matches the private key): 'EC P-256', 'RSA-PSS 2048', ..."""
+        return cert_key_type(self.leaf)
 
     @functools.cached_property
     def chain_length(self):
@@ -415,23 +451,6 @@ def _open_pkcs12(data, secret):
     raise InputError("wrong_password", "The password does not open the PKCS#12 file.") from error
 
 
-def _der_item(data, pos):
-    """(tag, content start, content end) of the DER item at `pos`; ValueError if malformed."""
-    if pos + 2 > len(data):
-        raise ValueError("short")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > len(data):
-            raise ValueError("bad length")
-        length = int.from_bytes(data[pos:pos + count], "big")
-        pos += count
-    if pos + length > len(data):
-        raise ValueError("overrun")
-    return tag, pos, pos + length
-
-
 _OID_PKCS7_DATA = bytes.fromhex("2a864886f70d010701")
 _OID_PKCS7_SIGNED = bytes.fromhex("2a864886f70d010702")
 
@@ -439,16 +458,16 @@ _OID_PKCS7_SIGNED = bytes.fromhex("2a864886f70d010702")
 def _looks_like_pfx(data):
     """True if `data` is exactly one DER PFX: SEQUENCE { INTEGER 3, ContentInfo(data|signedData), ... }."""
     try:
-        tag, start, end = _der_item(data, 0)
+        tag, start, end = der.item(data, 0)
         if tag != 0x30 or end != len(data):
             return False
-        tag, vs, ve = _der_item(data, start)
+        tag, vs, ve = der.item(data, start)
         if tag != 0x02 or data[vs:ve] != b"\x03":
             return False
-        tag, cs, _ = _der_item(data, ve)
+        tag, cs, _ = der.item(data, ve)
         if tag != 0x30:
             return False
-        tag, os_, oe = _der_item(data, cs)
+        tag, os_, oe = der.item(data, cs)
         return tag == 0x06 and data[os_:oe] in (_OID_PKCS7_DATA, _OID_PKCS7_SIGNED)
     except ValueError:
         return False
