@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import PublicKeyAlgorithmOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, PublicKeyAlgorithmOID
 
 from . import der
 from .errors import InputError
@@ -268,6 +268,38 @@ def _check_validity(chain, now):
                              f"{rfc3339(cert.not_valid_after_utc)}; it is now {rfc3339(now)}.")
 
 
+_CLIENT_USAGES = {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+_KEY_USAGES = (("content_commitment", "nonRepudiation"), ("key_encipherment", "keyEncipherment"),
+               ("data_encipherment", "dataEncipherment"), ("key_agreement", "keyAgreement"),
+               ("key_cert_sign", "keyCertSign"), ("crl_sign", "cRLSign"))
+
+
+def _check_client_purpose(leaf):
+    """Refuse a leaf certificate not meant for TLS client authentication (servers would refuse it).
+
+    OpenSSL's servers say "unsupported certificate purpose" for an Extended Key Usage without
+    clientAuth (anyExtendedKeyUsage counts as every purpose) and for a Key Usage without
+    digitalSignature, the one bit a client's CertificateVerify signature needs (an EC
+    certificate for keyAgreement only cannot sign it either). No extension means no restriction.
+    """
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is not None and not _CLIENT_USAGES & set(usages):
+        found = ", ".join(getattr(u, "_name", None) or u.dotted_string for u in usages) or "none"
+        raise InputError("invalid_certificate", "The certificate is not for TLS client authentication: its "
+                         f"Extended Key Usage lacks clientAuth (found: {found}).")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not usage.digital_signature:
+        found = ", ".join(name for attr, name in _KEY_USAGES if getattr(usage, attr)) or "none"
+        raise InputError("invalid_certificate", "The certificate is not for TLS client authentication: its "
+                         f"Key Usage lacks digitalSignature (found: {found}).")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClientIdentity:
     """Validated client credentials: leaf-first PEM chain and an unencrypted PKCS#8 key, in memory."""
@@ -353,6 +385,7 @@ class ClientIdentity:
         """Build from an ordered chain and a key that matches its leaf."""
         if check_validity:
             _check_validity(chain, now)
+        _check_client_purpose(chain[0])
         chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
         identity = cls(chain_pem, _pkcs8(key, chain[0]))
         identity.__dict__["leaf"] = chain[0]  # already parsed: spare the lazy parse
