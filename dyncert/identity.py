@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, PublicKeyAlgorithmOID
 
-from . import der
+from . import der, pbe
 from .errors import InputError
 
 # Defensive limits: real chains are 1-4 certificates and a few KiB.
@@ -179,6 +179,11 @@ def _load_key(block, password):
         password = None  # lenient: a password for an unencrypted key is ignored
     elif password is None:
         raise InputError("wrong_password", "The private key is encrypted and no password was given.")
+    if block.startswith(b"-----BEGIN ENCRYPTED "):
+        try:
+            pbe.check_encrypted_pkcs8(block)
+        except pbe.CostError as e:
+            raise InputError("invalid_key", str(e)) from e
     try:
         key = serialization.load_pem_private_key(block, password)
     except UnsupportedAlgorithm as e:
@@ -354,6 +359,10 @@ class ClientIdentity:
             raise InputError("invalid_pkcs12", f"Expected a PKCS#12 file of at most {MAX_PEM_BYTES} bytes, "
                              f"found {len(data)}.")
         secret = _password(password)
+        try:
+            pbe.check_pkcs12(data)
+        except pbe.CostError as e:
+            raise InputError("invalid_pkcs12", str(e)) from e
         p12 = _open_pkcs12(data, secret)
         if p12.key is None:
             raise InputError("invalid_pkcs12", "Expected a private key in the PKCS#12 file, found none.")
