@@ -108,7 +108,7 @@ def rsa_pss_key(bits=2048):
 def openssl_issue(issuer, key_pem, cn, directory, days=30):
     """A leaf certificate for the key in `key_pem` signed by `issuer`, through the openssl CLI (keeps RSA-PSS)."""
     ca_cert, ca_key = write_issuer(issuer, directory)
-    csr = openssl("req", "-new", "-key", "/dev/stdin", "-subj", f"/O=dyncert interop/CN={cn}", data=key_pem)
+    csr = openssl("req", "-new", "-key", "/dev/stdin", "-subj", f"/CN={cn}/O=dyncert interop", data=key_pem)
     ext = os.path.join(directory, "client.ext")
     with open(ext, "w") as f:
         f.write("basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n")

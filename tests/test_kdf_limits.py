@@ -17,6 +17,7 @@ from dyncert import pbe
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
 from tests import interop_pki
+from tests.pki import pem_block
 from tests.interop_pki import PASSWORD, openssl
 
 CAP = pbe.MAX_ITERATIONS
@@ -83,8 +84,7 @@ def costly_pem_key(pem, count=None, scrypt=None):
     """The encrypted PKCS#8 PEM `pem` with its KDF cost rewritten."""
     tree = parse(base64.b64decode(b"".join(pem.strip().splitlines()[1:-1])))
     set_kdf_cost(tree, count, scrypt)
-    body = base64.encodebytes(dump(tree))
-    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + body + b"-----END ENCRYPTED PRIVATE KEY-----\n"
+    return pem_block("ENCRYPTED PRIVATE KEY", base64.b64encode(dump(tree)).decode()).encode()
 
 
 def costly_pkcs12(data, mac=None, key=None, certs=None):
