@@ -88,8 +88,8 @@ def issue(issuer, public_key, cn, sans=(), not_before=None, not_after=None, exte
 
 
 def write_issuer(issuer, directory):
-    """Write the CA's certificate and key for the openssl CLI (once); return the paths."""
-    if issuer.paths is None:
+    """Write the CA's certificate and key for the openssl CLI (once per directory); return the paths."""
+    if issuer.paths is None or os.path.dirname(issuer.paths[0]) != directory:
         stem = os.path.join(directory, hashlib.sha256(issuer.cert_pem).hexdigest()[:12])
         with open(stem + ".pem", "wb") as f:
             f.write(issuer.cert_pem)
@@ -100,9 +100,16 @@ def write_issuer(issuer, directory):
     return issuer.paths
 
 
-def rsa_pss_key(bits=2048):
-    """A fresh RSA-PSS private key (PKCS#8 PEM from `openssl genpkey`): cryptography cannot make one."""
-    return openssl("genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", f"rsa_keygen_bits:{bits}")
+def rsa_pss_key(bits=2048, restricted=False):
+    """A fresh RSA-PSS private key (PKCS#8 PEM from `openssl genpkey`): cryptography cannot make one.
+
+    restricted: the key carries RSASSA-PSS parameters (SHA-256, MGF1-SHA-256, salt 32) it may only sign with.
+    """
+    opts = ["-pkeyopt", f"rsa_keygen_bits:{bits}"]
+    if restricted:
+        opts += ["-pkeyopt", "rsa_pss_keygen_md:sha256", "-pkeyopt", "rsa_pss_keygen_mgf1_md:sha256",
+                 "-pkeyopt", "rsa_pss_keygen_saltlen:32"]
+    return openssl("genpkey", "-algorithm", "RSA-PSS", *opts)
 
 
 def openssl_issue(issuer, key_pem, cn, directory, days=30):
@@ -186,13 +193,13 @@ def new_key(kind):
 
 
 KEY_TYPES = {"rsa2048": "RSA 2048", "p256": "EC P-256", "p384": "EC P-384", "p521": "EC P-521",
-             "ed25519": "Ed25519", "rsa-pss": "RSA-PSS 2048"}
+             "ed25519": "Ed25519", "rsa-pss": "RSA-PSS 2048", "rsa-pss-restricted": "RSA-PSS 2048"}
 
 
 def identity(name, issuer, kind, encoding, directory=None, **issue_kw):
     """One client identity: key `kind` in `encoding` (or 'p12'/'p12-legacy'), issued by `issuer`."""
-    if kind == "rsa-pss":
-        key_pem = rsa_pss_key()
+    if kind in ("rsa-pss", "rsa-pss-restricted"):
+        key_pem = rsa_pss_key(restricted=kind == "rsa-pss-restricted")
         leaf = openssl_issue(issuer, key_pem, name, directory)
         chain = chain_pem(leaf, issuer)
         if encoding == "pkcs8":

@@ -101,3 +101,35 @@ def test_plain_rsa_identity_is_still_reported_as_rsa(world):
     assert plain.key_type == "RSA 2048"
     seen = _request(plain, world.root.cert_pem, world)
     assert seen["fingerprint_sha256"] == plain.fingerprint_sha256
+
+
+def test_rsa_pss_key_with_parameters_keeps_them(world, tier):
+    # A key restricted to SHA-256/salt 32 must reach OpenSSL with its parameters, or it will sign otherwise.
+    directory = interop_pki.workdir()
+    try:
+        upload = interop_pki.identity("pss-restricted", world.root, "rsa-pss-restricted", "pkcs8-enc", directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    ident = upload.load()
+    assert ident.key_type == "RSA-PSS 2048"
+    params = interop_pki.openssl("pkey", "-noout", "-text", data=ident.key_pem).decode()
+    assert "Hash Algorithm: SHA2-256" in params and "Minimum Salt Length: 32" in params  # the restrictions survived
+    assert _request(ident, world.root.cert_pem, world)["fingerprint_sha256"] == upload.sha256
+    with pytest.raises(RemoteError) as e:
+        _request(ident, world.stranger.cert_pem, world)
+    assert e.value.code == "peer_rejected_certificate"
+
+
+def test_api_stores_and_uses_an_rsa_pss_identity(admin, world):
+    # Through the app: sealed into Datastore, read back with from_trusted_pem, presented to a real server.
+    upload = world.uploads["pkcs8-enc"]
+    url = "/api/v1/employees/pss/addresses/1"
+    with peers.PythonTLSPeer(world.server, client_ca_pem=world.root.cert_pem) as peer:
+        body = {"cert": upload.chain_pem.decode(), "key": upload.key_pem.decode(), "key_password": upload.password,
+                "ca_certs": world.server_pki.ca_pem.decode(), "host": "127.0.0.1", "port": peer.port,
+                "server_hostname": "localhost"}
+        view = admin.put(url, json.dumps(body), content_type="application/json", status=201).json
+        assert view["key_type"] == "RSA-PSS 2048" and view["fingerprint_sha256"] == upload.sha256
+        reply = admin.post(url + "/request", json.dumps({"method": "GET", "path": "/"}),
+                           content_type="application/json").json
+    assert reply["status"] == 200 and json.loads(reply["body"])["fingerprint_sha256"] == upload.sha256
