@@ -152,6 +152,15 @@ class Identity:
         return ClientIdentity.from_pem(self.chain_pem, self.key_pem, self.password)
 
 
+def openssl_p12(name, key_pem, leaf, issuer, directory, legacy=False):
+    """`openssl pkcs12 -export` of key, leaf and intermediates; legacy: `-legacy` (RC2-40 certificates, 3DES key)."""
+    cert_path = os.path.join(directory, f"{name}.pem")
+    with open(cert_path, "wb") as f:
+        f.write(leaf.public_bytes(PEM) + b"".join(c.public_bytes(PEM) for c in issuer.chain))
+    args = ["pkcs12", "-export", "-inkey", "/dev/stdin", "-in", cert_path, "-passout", f"pass:{PASSWORD}"]
+    return openssl(*args, *(["-legacy"] if legacy else []), data=key_pem)
+
+
 def chain_pem(leaf, issuer):
     """Leaf then the intermediates (the root is the server's trust anchor, not sent)."""
     return leaf.public_bytes(PEM) + b"".join(c.public_bytes(PEM) for c in issuer.chain)
@@ -207,21 +216,16 @@ def identity(name, issuer, kind, encoding, directory=None, **issue_kw):
         if encoding == "pkcs8-enc":
             enc = openssl("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-passout", f"pass:{PASSWORD}", data=key_pem)
             return Identity(name, leaf, chain, enc, PASSWORD, key_type=KEY_TYPES[kind])
-        if encoding == "p12":
-            ca = os.path.join(directory, f"{name}-chain.pem")
-            with open(ca, "wb") as f:
-                f.write(b"".join(c.public_bytes(PEM) for c in issuer.chain))
-            args = ["pkcs12", "-export", "-inkey", "/dev/stdin", "-passout", f"pass:{PASSWORD}"]
-            cert_path = os.path.join(directory, f"{name}.pem")
-            with open(cert_path, "wb") as f:
-                f.write(leaf.public_bytes(PEM))
-            args += ["-in", cert_path] + (["-certfile", ca] if issuer.chain else [])
-            return Identity(name, leaf, chain, password=PASSWORD, pkcs12=openssl(*args, data=key_pem),
-                            key_type=KEY_TYPES[kind])
+        if encoding in ("p12", "p12-openssl-legacy"):
+            data = openssl_p12(name, key_pem, leaf, issuer, directory, legacy=encoding == "p12-openssl-legacy")
+            return Identity(name, leaf, chain, password=PASSWORD, pkcs12=data, key_type=KEY_TYPES[kind])
         raise ValueError(encoding)
     key = new_key(kind)
     leaf = issue(issuer, key.public_key(), name, **issue_kw)
     chain = chain_pem(leaf, issuer)
+    if encoding == "p12-openssl-legacy":
+        data = openssl_p12(name, encode_key(key, "pkcs8"), leaf, issuer, directory, legacy=True)
+        return Identity(name, leaf, chain, password=PASSWORD, pkcs12=data, key_type=KEY_TYPES[kind])
     if encoding in ("p12", "p12-legacy"):
         return Identity(name, leaf, chain, password=PASSWORD, pkcs12=p12(key, leaf, issuer, encoding == "p12-legacy"),
                         key_type=KEY_TYPES[kind])
