@@ -65,6 +65,7 @@ MAX_SCRYPT_COST = 2 ** 18
 _MAX_DEPTH = 24  # real PKCS#12 nests about 10 deep
 
 OID_SCRYPT = bytes.fromhex("2b06010401da47040b")                 # 1.3.6.1.4.1.11591.4.11
+OID_PBMAC1 = bytes.fromhex("2a864886f70d01050e")                 # RFC 9579 PKCS#12 MAC (OpenSSL 3.4+)
 _OID_PBES1_PREFIX = bytes.fromhex("2a864886f70d0105")           # 1.2.840.113549.1.5.{1,3,4,6,10,11}
 _OID_PKCS12_PBE_PREFIX = bytes.fromhex("2a864886f70d010c01")    # 1.2.840.113549.1.12.1.{1..6}
 _OID_DATA = bytes.fromhex("2a864886f70d010701")
@@ -156,7 +157,7 @@ def check_algorithm(node, what):
     """Refuse a password-based encryption AlgorithmIdentifier whose KDF costs more than the caps."""
     fields = _seq(node)
     oid = fields[0][1]
-    if oid == OID_PBES2:
+    if oid in (OID_PBES2, OID_PBMAC1):  # both start with the key derivation function
         kdf = _seq(_seq(fields[1])[0])
         params = _seq(kdf[1]) if len(kdf) > 1 else []
         if kdf[0][1] == OID_PBKDF2:
@@ -193,6 +194,7 @@ def check_pkcs12(data):
         pfx = _seq(_tree(data)[:2])
         if len(pfx) > 2:  # MacData: DigestInfo, salt, iterations DEFAULT 1
             mac = _seq(pfx[2])
+            check_algorithm(_seq(mac[0])[0], "The PKCS#12 file's integrity MAC")  # PBMAC1 carries its own KDF
             if len(mac) > 2:
                 _check_count(_int_of(mac[2]), "The PKCS#12 file's integrity MAC")
         auth_safe = _seq(pfx[1])

@@ -245,3 +245,28 @@ def test_pkcs12_in_ber_form_with_normal_costs_still_loads(material):
     ber = b"\x30\x80" + b"".join(dump(n) for n in tree[1]) + b"\0\0"
     with pytest.warns(UserWarning, match="BER"):
         assert ClientIdentity.from_pkcs12(ber, PASSWORD).fingerprint_sha256 == material.fingerprint
+
+
+OID_PBMAC1 = bytes.fromhex("2a864886f70d01050e")
+OID_HMAC_SHA256 = bytes.fromhex("2a864886f70d0209")
+
+
+def pbmac1_pkcs12(data, count):
+    """The PKCS#12 `data` with its MAC switched to PBMAC1 (RFC 9579) over PBKDF2 with `count` iterations."""
+    pfx = parse(data)
+    hmac = [0x30, [[0x06, OID_HMAC_SHA256], [0x05, b""]]]
+    kdf = [0x30, [[0x06, OID_PBKDF2], [0x30, [[0x04, b"s" * 16], integer(count), integer(32), hmac]]]]
+    pfx[1][2][1][0][1][0] = [0x30, [[0x06, OID_PBMAC1], [0x30, [kdf, hmac]]]]  # MacData.mac.digestAlgorithm
+    return dump(pfx)
+
+
+@pytest.mark.parametrize("count", [CAP + 1, 2_000_000_000])
+def test_pkcs12_with_a_pbmac1_mac_asking_too_much_is_refused(material, count):
+    # OpenSSL 3.4+ (cryptography's own) verifies PBMAC1: its PBKDF2 count sits in the MAC's algorithm.
+    error = p12_error(pbmac1_pkcs12(material.p12_cryptography, count))
+    assert error.code == "invalid_pkcs12" and str(count) in error.message and "MAC" in error.message
+
+
+def test_pkcs12_with_a_modest_pbmac1_mac_is_not_refused_for_its_cost(material):
+    # The twin: same shape, 2048 iterations; the MAC no longer matches, so it reads as a wrong password.
+    assert p12_error(pbmac1_pkcs12(material.p12_cryptography, 2048)).code == "wrong_password"
