@@ -148,9 +148,15 @@ def _explicit_octets(node):
     return node[1][0][1]
 
 
+def _shown(number):
+    """A number for a message; absurd ones (str() of a huge int is slow, and capped) as a power of two."""
+    return str(number) if number.bit_length() <= 64 else f"more than 2^{number.bit_length() - 1}"
+
+
 def _check_count(count, what):
     if count > MAX_ITERATIONS:
-        raise CostError(f"{what} asks for {count} key-derivation iterations; at most {MAX_ITERATIONS} are accepted.")
+        raise CostError(f"{what} asks for {_shown(count)} key-derivation iterations; "
+                        f"at most {MAX_ITERATIONS} are accepted.")
 
 
 def check_algorithm(node, what):
@@ -164,8 +170,8 @@ def check_algorithm(node, what):
             _check_count(_int_of(params[1]), what)
         elif kdf[0][1] == OID_SCRYPT:
             n, r, p = (_int_of(x) for x in params[1:4])
-            if n * r * p > MAX_SCRYPT_COST:
-                raise CostError(f"{what} asks for scrypt N={n}, r={r}, p={p} (N*r*p = {n * r * p}); "
+            if max(n, r, p) > MAX_SCRYPT_COST or n * r * p > MAX_SCRYPT_COST:  # each first: no huge product
+                raise CostError(f"{what} asks for scrypt N={_shown(n)}, r={_shown(r)}, p={_shown(p)}; "
                                 f"at most N*r*p = {MAX_SCRYPT_COST} is accepted.")
     elif oid.startswith(_OID_PBES1_PREFIX) or oid.startswith(_OID_PKCS12_PBE_PREFIX):
         _check_count(_int_of(_seq(fields[1])[1]), what)
