@@ -10,6 +10,8 @@ import json
 import shutil
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -277,3 +279,24 @@ def test_pkcs12_with_a_pbmac1_mac_asking_too_much_is_refused(material, count):
 def test_pkcs12_with_a_modest_pbmac1_mac_is_not_refused_for_its_cost(material):
     # The twin: same shape, 2048 iterations; the MAC no longer matches, so it reads as a wrong password.
     assert p12_error(pbmac1_pkcs12(material.p12_cryptography, 2048)).code == "wrong_password"
+
+
+# --- the parameter reader never fails open on a crash, nor crashes -------------------------
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_reader_answers_only_refusal_or_nothing_on_mangled_files(material, data):
+    # Flip, cut or splice bytes of real files: the checks either refuse (CostError) or stay silent.
+    source = data.draw(st.sampled_from([material.p12_cryptography, material.p12_legacy,
+                                        base64.b64decode(b"".join(material.pbkdf2.splitlines()[1:-1]))]))
+    blob = bytearray(source)
+    for _ in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, len(blob) - 1))
+        blob[at] = data.draw(st.integers(0, 255))
+    blob = bytes(blob[:data.draw(st.integers(1, len(blob)))])
+    for check in (pbe.check_pkcs12, lambda b: pbe.check_encrypted_pkcs8(pem_block("X", base64.b64encode(b).decode())
+                                                                         .encode())):
+        try:
+            assert check(blob) is None
+        except pbe.CostError as e:  # a mangled count may well be huge: then the message names the cap
+            assert str(pbe.MAX_ITERATIONS) in str(e) or str(pbe.MAX_SCRYPT_COST) in str(e)
