@@ -41,14 +41,9 @@ def tlv(tag, content):
     return bytes([tag, 0x80 | len(size)]) + size + content
 
 
-def uint(data, start, end):
-    """Value of a non-negative DER INTEGER's content."""
-    return int.from_bytes(data[start:end], "big")
-
-
 def pem(label, der_bytes):
     """PEM text of `der_bytes` under `label` (bytes), 64 columns like OpenSSL."""
-    body = base64.encodebytes(der_bytes).replace(b"\n", b"")
+    body = base64.b64encode(der_bytes)
     lines = b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
     return b"-----BEGIN " + label + b"-----\n" + lines + b"\n-----END " + label + b"-----\n"
 

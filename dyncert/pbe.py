@@ -1,4 +1,4 @@
-"""Password-based encryption of PKCS#8 keys, by hand where cryptography would change the key's type."""
+"""Password-based encryption: its cost checked before anything derives, and PKCS#8 sealed by hand (RSA-PSS)."""
 
 import os
 
