@@ -10,6 +10,9 @@ a client certificate from a CA the server does not trust, and an expired one (pe
 Calls go through dyncert.calls, as the app makes them: https_request where the server reports what
 it saw, echo through stunnel (its backend cannot see the certificate; its log names the subject),
 handshake (which waits for the server's verdict) for the rejections.
+
+No `slow` marker on purpose: the whole module takes a few seconds, so `make test` runs it under
+3.11 (memfd tier) and under the Cloud CLI's 3.12 (no memfd: the sealed temp-file tier).
 """
 
 import contextlib
