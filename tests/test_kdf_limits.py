@@ -7,7 +7,6 @@ a refusal that derived first would hang the test (pytest-timeout), not pass it.
 
 import base64
 import json
-import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -114,7 +113,6 @@ def costly_pkcs12(data, mac=None, key=None, certs=None):
 @pytest.fixture(scope="module")
 def material():
     """An EC identity as encrypted PKCS#8 (PBKDF2, PBES1, scrypt) and PKCS#12 (openssl, cryptography)."""
-    directory = interop_pki.workdir()
     ca = interop_pki.make_ca("kdf root")
     inter = interop_pki.make_ca("kdf intermediate", ca)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -131,8 +129,7 @@ def material():
     m.p12_cryptography = interop_pki.p12(key, leaf, inter)
     m.p12_legacy = interop_pki.p12(key, leaf, inter, legacy=True)
     m.fingerprint = interop_pki.Identity("kdf", leaf, m.chain).sha256
-    yield m
-    shutil.rmtree(directory, ignore_errors=True)
+    return m
 
 
 def key_error(m, pem, password=PASSWORD):
