@@ -8,7 +8,7 @@ import ssl
 import sys
 import tempfile
 
-from . import app, https, memory, paths, peers, pki, report, timing
+from . import app, builds, https, memory, paths, peers, pki, report, timing
 
 SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
@@ -20,7 +20,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, help="rounds per group (default 6, quick 2)")
     parser.add_argument("--duration", type=float, help="seconds per path per round (default 0.5, quick 0.2)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), help="pin the peers to one TLS version")
-    parser.add_argument("--skip", action="append", default=[], choices=("handshakes", "https", "app", "memory"),
+    parser.add_argument("--skip", action="append", default=[], choices=("handshakes", "builds", "https", "app", "memory"),
                         help="leave a group out (repeatable)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 6)
@@ -70,6 +70,8 @@ def main(argv=None):
         with peers.SServer(p, args.tls) as peer:
             if "handshakes" not in args.skip:
                 result["handshakes"] = handshakes(p, peer, args, cold)
+        if "builds" not in args.skip:
+            result["builds"] = builds.run(p, cold, args.rounds, args.duration, progress=log)
             if "app" not in args.skip:
                 result["app"] = app.run(p, peer.port, workdir, args.rounds, 0.6 if args.quick else 1.0, log)
         if "https" not in args.skip:

@@ -111,6 +111,13 @@ def table(result):
         reused = {k: f"session_reused {a}/{n}" for k, (a, n) in hs["reused"].items()}
         lines += [""] + _rows(f"Handshakes against openssl s_server -Verify 1 ({hs['tls_version']}), "
                               "connect + handshake + close", HANDSHAKE_ROWS, hs["summary"], "static", reused)
+    if result.get("builds"):
+        b = result["builds"]["summary"]
+        us = {k: 1e6 / v["rate"] for k, v in b.items()}
+        memfd = f", memfd tier {us['build_memfd']:.0f}" if "build_memfd" in us else ""
+        lines += ["", "Cold context builds alone (new SSLContext + trust + identity, no handshake), µs each:",
+                  f"  static files {us['build_static']:.0f}{memfd}, sealed temp-file tier {us['build_tempfile']:.0f}"
+                  + (f" (+{us['build_tempfile'] - us['build_memfd']:.0f} over memfd)" if memfd else "")]
     if https:
         reused = {k: f"session_reused {a}/{n}, {https['connections'][k]} connection(s) opened"
                   for k, (a, n) in https["reused"].items()}
