@@ -70,10 +70,10 @@ def main(argv=None):
         with peers.SServer(p, args.tls) as peer:
             if "handshakes" not in args.skip:
                 result["handshakes"] = handshakes(p, peer, args, cold)
-        if "builds" not in args.skip:
-            result["builds"] = builds.run(p, cold, args.rounds, args.duration, progress=log)
             if "app" not in args.skip:
                 result["app"] = app.run(p, peer.port, workdir, args.rounds, 0.6 if args.quick else 1.0, log)
+        if "builds" not in args.skip:
+            result["builds"] = builds.run(p, cold, args.rounds, args.duration, progress=log)
         if "https" not in args.skip:
             if peers.Nginx.available():
                 with peers.Nginx(p, args.tls) as nginx:
