@@ -8,7 +8,7 @@ import ssl
 import sys
 import tempfile
 
-from . import adapters, app, https, memory, paths, peers, pki, report, tickets, timing
+from . import adapters, app, builds, https, memory, paths, peers, pki, report, tickets, timing
 
 SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
@@ -21,7 +21,7 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, help="seconds per path per round (default 0.5, quick 0.2)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), help="pin the peers to one TLS version")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=("handshakes", "https", "adapters", "app", "memory", "tickets"),
+                        choices=("handshakes", "builds", "https", "adapters", "app", "memory", "tickets"),
                         help="leave a group out (repeatable)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 6)
@@ -73,6 +73,8 @@ def main(argv=None):
                 result["handshakes"] = handshakes(p, peer, args, cold)
             if "app" not in args.skip:
                 result["app"] = app.run(p, peer.port, workdir, args.rounds, 0.6 if args.quick else 1.0, log)
+        if "builds" not in args.skip:
+            result["builds"] = builds.run(p, cold, args.rounds, args.duration, progress=log)
         if "tickets" not in args.skip:
             log("TLS 1.3 servers with and without session tickets")
             result["tickets"] = tickets.run(p, args.rounds, args.duration, log)

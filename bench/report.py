@@ -148,6 +148,13 @@ def table(result):
                   f"{(r.get('no_tickets_vs_tickets_full') or 0):.2f}x ({tk['verdicts'].get('no_tickets_full')})",
                   f"  reuse on (only the ticketing server resumes): {s['tickets_reuse']['rate']:.0f}/s vs "
                   f"{s['no_tickets_reuse']['rate']:.0f}/s: {(r.get('no_tickets_vs_tickets_reuse') or 0):.2f}x"]
+    if result.get("builds"):
+        b = result["builds"]["summary"]
+        us = {k: 1e6 / v["rate"] for k, v in b.items()}
+        memfd = f", memfd tier {us['build_memfd']:.0f}" if "build_memfd" in us else ""
+        lines += ["", "Cold context builds alone (new SSLContext + trust + identity, no handshake), µs each:",
+                  f"  static files {us['build_static']:.0f}{memfd}, sealed temp-file tier {us['build_tempfile']:.0f}"
+                  + (f" (+{us['build_tempfile'] - us['build_memfd']:.0f} over memfd)" if memfd else "")]
     if https:
         reused = {k: f"session_reused {a}/{n}, {https['connections'][k]} connection(s) opened"
                   for k, (a, n) in https["reused"].items()}

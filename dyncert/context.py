@@ -3,22 +3,25 @@
 Python 3's ssl loads a certificate and key only from a path (cpython issues #60691,
 #118557, #129216 are open). We hand OpenSSL a path that never holds a plaintext key:
   tier 1: an anonymous memory file (`os.memfd_create`) opened as /proc/self/fd/N;
-  tier 2: a 0600 file in a fresh 0700 directory holding the key re-encrypted under a
-          one-time random password, unlinked as soon as OpenSSL has read it.
+  tier 2: a 0600 file in this process's private 0700 directory holding the key re-encrypted
+          under a one-time random password, unlinked as soon as OpenSSL has read it.
 """
 
+import atexit
 import collections
 import hashlib
 import os
 import re
 import secrets
 import ssl
+import stat
 import tempfile
 import threading
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from . import der, pbe
 from .errors import InputError
 from .identity import parse_ca_bundle
 
@@ -213,7 +216,12 @@ def _sealed_key(key_pem, password):
     RSA/EC: legacy PEM encryption (AES-256-CBC, one-pass MD5 key derivation). A weak KDF
     costs nothing here because the password is 256 random bits, never reused; PKCS#8's
     PBKDF2 would add a per-load cost for no gain. Ed25519/Ed448 have no legacy form: PKCS#8.
+    RSA-PSS: PKCS#8 sealed by hand (one PBKDF2 round, same reason), since cryptography
+    would write it back as plain RSA and OpenSSL would find no slot for its certificate.
     """
+    pkcs8_der = der.unpem(key_pem)
+    if pbe.pkcs8_algorithm(pkcs8_der) == pbe.OID_RSASSA_PSS:
+        return pbe.encrypt_pkcs8(pkcs8_der, password)
     key = serialization.load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
     encryption = serialization.BestAvailableEncryption(password)
     if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
@@ -221,15 +229,59 @@ def _sealed_key(key_pem, password):
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
+# One private directory per process and temp root, made once: a fresh one per build cost
+# a mkdir + rmdir (most of the tier's overhead). Keyed by pid, so a forked child makes its own.
+_dir_lock = threading.Lock()
+_dirs = {}  # (pid, temp root) -> directory path
+
+
+def _is_private(path):
+    """True if `path` is still our own directory (not a link), closed to others."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
+def _private_dir():
+    """This process's 0700 directory under the temp root, made again if it vanished or was tampered with."""
+    key = (os.getpid(), tempfile.gettempdir())
+    with _dir_lock:
+        path = _dirs.get(key)
+        if path is None or not _is_private(path):
+            path = _dirs[key] = tempfile.mkdtemp(prefix=f"dyncert-{key[0]}-")  # mode 0700
+        return path
+
+
+def _remove_dirs():
+    """At exit: remove this process's (empty) directories; never another process's."""
+    for (pid, _), path in list(_dirs.items()):
+        if pid == os.getpid():
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+def _new_lock_in_child():
+    """A fork while another thread held the lock must not deadlock the child."""
+    global _dir_lock
+    _dir_lock = threading.Lock()
+
+
+atexit.register(_remove_dirs)
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def _load_tempfile(ctx, identity):
-    """Tier 2: a 0600 file in a fresh 0700 directory holding chain + key sealed under a one-time password."""
+    """Tier 2: a 0600 file in the private 0700 directory holding chain + key sealed under a one-time password."""
     password = secrets.token_urlsafe(32).encode("ascii")  # 256 bits, ASCII so any password callback takes it
     data = _pem_concat(identity.chain_pem, _sealed_key(identity.key_pem, password))
-    directory = tempfile.mkdtemp(prefix="dyncert-")  # mode 0700
-    path = os.path.join(directory, "identity.pem")
+    path = os.path.join(_private_dir(), secrets.token_hex(8) + ".pem")  # unique: builds run in parallel threads
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags, 0o600)
         try:
             _write_all(fd, data)
         finally:
@@ -240,7 +292,6 @@ def _load_tempfile(ctx, identity):
             os.unlink(path)
         except FileNotFoundError:
             pass
-        os.rmdir(directory)
 
 
 def _pem_concat(chain_pem, key_pem):

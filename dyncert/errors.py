@@ -1,5 +1,7 @@
 """One error family with stable codes (the codes of API.md)."""
 
+import ssl
+
 # Codes for credentials and settings the caller gave us (HTTP 400 in the app).
 INPUT_CODES = frozenset({
     "invalid_certificate", "invalid_key", "key_mismatch", "wrong_password",
@@ -46,8 +48,21 @@ class RemoteError(DyncertError):
         super().__init__(code, message)
 
 
-class CertificateError(RemoteError, ValueError):
-    """Hostname mismatch from `match_hostname`, like the removed `ssl.CertificateError`."""
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH: what ssl reports for the same failure during a handshake.
+_HOSTNAME_MISMATCH = 62
+
+
+class CertificateError(RemoteError, ssl.CertificateError):
+    """Hostname mismatch from `match_hostname`; also an `ssl.CertificateError` (and ValueError).
+
+    Seed code ported from Python 2.7 catches `ssl.CertificateError` (Python 3's
+    SSLCertVerificationError, which 3.11's own match_hostname raised): it must catch ours.
+    """
 
     def __init__(self, message):
         super().__init__("hostname_mismatch", message)
+        self.verify_code = _HOSTNAME_MISMATCH
+        self.verify_message = message
+
+    def __str__(self):
+        return self.message  # ssl.SSLError's str shows strerror, else the args tuple

@@ -12,7 +12,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, PublicKeyAlgorithmOID
 
+from . import der, pbe
 from .errors import InputError
 
 # Defensive limits: real chains are 1-4 certificates and a few KiB.
@@ -82,6 +84,42 @@ def key_type(key):
     return type(key).__name__.lstrip("_")
 
 
+def cert_key_type(cert):
+    """Key type of a certificate's public key, naming RSA-PSS (cryptography shows it as plain RSA)."""
+    kind = key_type(cert.public_key())
+    if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
+        return kind.replace("RSA", "RSA-PSS", 1)
+    return kind
+
+
+def _spki_algorithm(cert):
+    """DER AlgorithmIdentifier of the certificate's subjectPublicKeyInfo (with its parameters)."""
+    tbs = cert.tbs_certificate_bytes
+    _, start, end = der.item(tbs, 0)
+    fields = der.children(tbs, start, end)
+    if fields[0][0] == 0xA0:  # [0] version
+        fields = fields[1:]
+    spki = fields[5]  # serial, signature, issuer, validity, subject, subjectPublicKeyInfo
+    return der.children(tbs, spki[1], spki[2])[0][3]
+
+
+def _pkcs8(key, leaf):
+    """The key as unencrypted PKCS#8 PEM, keeping the certificate's key type.
+
+    cryptography loads an RSA-PSS key as plain RSA and would write it back as rsaEncryption;
+    OpenSSL then has no slot for the RSA-PSS certificate (key_mismatch on every server).
+    For an RSA-PSS certificate the PKCS#8 carries the certificate's own AlgorithmIdentifier
+    (RSASSA-PSS and its parameters) around the same RSAPrivateKey.
+    """
+    if leaf.public_key_algorithm_oid != PublicKeyAlgorithmOID.RSASSA_PSS:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    rsa_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    info = der.tlv(0x30, b"\x02\x01\x00" + _spki_algorithm(leaf) + der.tlv(0x04, rsa_der))
+    return der.pem(b"PRIVATE KEY", info)
+
+
 def _spki(public_key):
     """DER SubjectPublicKeyInfo, to compare keys."""
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -146,6 +184,11 @@ def _load_key(block, password):
         password = None  # lenient: a password for an unencrypted key is ignored
     elif password is None:
         raise InputError("wrong_password", "The private key is encrypted and no password was given.")
+    if block.startswith(b"-----BEGIN ENCRYPTED "):
+        try:
+            pbe.check_encrypted_pkcs8(block)
+        except pbe.CostError as e:
+            raise InputError("invalid_key", str(e)) from e
     try:
         key = serialization.load_pem_private_key(block, password)
     except UnsupportedAlgorithm as e:
@@ -235,6 +278,38 @@ def _check_validity(chain, now):
                              f"{rfc3339(cert.not_valid_after_utc)}; it is now {rfc3339(now)}.")
 
 
+_CLIENT_USAGES = {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+_KEY_USAGES = (("content_commitment", "nonRepudiation"), ("key_encipherment", "keyEncipherment"),
+               ("data_encipherment", "dataEncipherment"), ("key_agreement", "keyAgreement"),
+               ("key_cert_sign", "keyCertSign"), ("crl_sign", "cRLSign"))
+
+
+def _check_client_purpose(leaf):
+    """Refuse a leaf certificate not meant for TLS client authentication (servers would refuse it).
+
+    OpenSSL's servers say "unsupported certificate purpose" for an Extended Key Usage without
+    clientAuth (anyExtendedKeyUsage counts as every purpose) and for a Key Usage without
+    digitalSignature, the one bit a client's CertificateVerify signature needs (an EC
+    certificate for keyAgreement only cannot sign it either). No extension means no restriction.
+    """
+    try:
+        usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is not None and not _CLIENT_USAGES & set(usages):
+        found = ", ".join(getattr(u, "_name", None) or u.dotted_string for u in usages) or "none"
+        raise InputError("invalid_certificate", "The certificate is not for TLS client authentication: its "
+                         f"Extended Key Usage lacks clientAuth (found: {found}).")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not usage.digital_signature:
+        found = ", ".join(name for attr, name in _KEY_USAGES if getattr(usage, attr)) or "none"
+        raise InputError("invalid_certificate", "The certificate is not for TLS client authentication: its "
+                         f"Key Usage lacks digitalSignature (found: {found}).")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClientIdentity:
     """Validated client credentials: leaf-first PEM chain and an unencrypted PKCS#8 key, in memory."""
@@ -289,6 +364,10 @@ class ClientIdentity:
             raise InputError("invalid_pkcs12", f"Expected a PKCS#12 file of at most {MAX_PEM_BYTES} bytes, "
                              f"found {len(data)}.")
         secret = _password(password)
+        try:
+            pbe.check_pkcs12(data)
+        except pbe.CostError as e:
+            raise InputError("invalid_pkcs12", str(e)) from e
         p12 = _open_pkcs12(data, secret)
         if p12.key is None:
             raise InputError("invalid_pkcs12", "Expected a private key in the PKCS#12 file, found none.")
@@ -320,10 +399,9 @@ class ClientIdentity:
         """Build from an ordered chain and a key that matches its leaf."""
         if check_validity:
             _check_validity(chain, now)
+        _check_client_purpose(chain[0])
         chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        identity = cls(chain_pem, key_pem)
+        identity = cls(chain_pem, _pkcs8(key, chain[0]))
         identity.__dict__["leaf"] = chain[0]  # already parsed: spare the lazy parse
         return identity
 
@@ -375,8 +453,8 @@ class ClientIdentity:
 
     @property
     def key_type(self):
-        """Key type from the leaf's public key (it matches the private key): 'EC P-256', 'RSA 2048', ..."""
-        return key_type(self.leaf.public_key())
+        """Key type from the leaf's public key (it matches the private key): 'EC P-256', 'RSA-PSS 2048', ..."""
+        return cert_key_type(self.leaf)
 
     @functools.cached_property
     def chain_length(self):
@@ -420,23 +498,6 @@ def _open_pkcs12(data, secret):
     raise InputError("wrong_password", "The password does not open the PKCS#12 file.") from error
 
 
-def _der_item(data, pos):
-    """(tag, content start, content end) of the DER item at `pos`; ValueError if malformed."""
-    if pos + 2 > len(data):
-        raise ValueError("short")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > len(data):
-            raise ValueError("bad length")
-        length = int.from_bytes(data[pos:pos + count], "big")
-        pos += count
-    if pos + length > len(data):
-        raise ValueError("overrun")
-    return tag, pos, pos + length
-
-
 _OID_PKCS7_DATA = bytes.fromhex("2a864886f70d010701")
 _OID_PKCS7_SIGNED = bytes.fromhex("2a864886f70d010702")
 
@@ -444,16 +505,16 @@ _OID_PKCS7_SIGNED = bytes.fromhex("2a864886f70d010702")
 def _looks_like_pfx(data):
     """True if `data` is exactly one DER PFX: SEQUENCE { INTEGER 3, ContentInfo(data|signedData), ... }."""
     try:
-        tag, start, end = _der_item(data, 0)
+        tag, start, end = der.item(data, 0)
         if tag != 0x30 or end != len(data):
             return False
-        tag, vs, ve = _der_item(data, start)
+        tag, vs, ve = der.item(data, start)
         if tag != 0x02 or data[vs:ve] != b"\x03":
             return False
-        tag, cs, _ = _der_item(data, ve)
+        tag, cs, _ = der.item(data, ve)
         if tag != 0x30:
             return False
-        tag, os_, oe = _der_item(data, cs)
+        tag, os_, oe = der.item(data, cs)
         return tag == 0x06 and data[os_:oe] in (_OID_PKCS7_DATA, _OID_PKCS7_SIGNED)
     except ValueError:
         return False
