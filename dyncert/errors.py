@@ -43,6 +43,8 @@ class InputError(DyncertError, ValueError):
 class RemoteError(DyncertError):
     """The peer or the network failed: refused, reset, rejected, timed out."""
 
+    hint: str | None = None  # what to check, when calls knows (the admin page shows it)
+
     def __init__(self, code: str, message: str) -> None:
         assert code in REMOTE_CODES, code
         super().__init__(code, message)
