@@ -444,8 +444,9 @@ def connect(target: targets.Target, timeouts: Timeouts = Timeouts(), allowed: st
         raise remote_error(e, target, "connecting", deadline) from e
 
 
-def open_tls(context: ssl.SSLContext, target: targets.Target, timeouts: Timeouts, allowed: str | Iterable[str] | None = None,
-             await_verdict: bool = False, deadline: Deadline | None = None) -> tuple[ssl.SSLSocket, bytes]:
+def open_tls(context: ssl.SSLContext, target: targets.Target, timeouts: Timeouts,
+             allowed: str | Iterable[str] | None = None, await_verdict: bool = False,
+             deadline: Deadline | None = None) -> tuple[ssl.SSLSocket, bytes]:
     """A connected, handshaken SSLSocket to a checked address of `target`, and bytes read early (verdict wait).
 
     `deadline`: the Deadline of the calling call, which then watches the socket; without one the
