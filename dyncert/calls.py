@@ -13,6 +13,8 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypedDict, cast
 
 import urllib3
 from cryptography import x509
@@ -100,26 +102,26 @@ class Deadline:
     call reports `timeout`. A call closes its deadline before it closes or pools its socket.
     """
 
-    def __init__(self, seconds):
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.at = time.monotonic() + seconds
         self.expired = False
         self._lock = threading.Lock()
-        self._sock = None
+        self._sock: socket.socket | None = None
         self._done = self._queued = False
 
-    def remaining(self):
+    def remaining(self) -> float:
         return self.at - time.monotonic()
 
-    def passed(self):
+    def passed(self) -> bool:
         """True once the deadline is over (the watcher fired, or the clock says so)."""
         return self.expired or self.remaining() <= 0.002
 
-    def timeout(self, seconds):
+    def timeout(self, seconds: float) -> float:
         """`seconds`, cut to what is left of the deadline (never 0: that would make a socket non-blocking)."""
         return max(0.001, min(seconds, self.remaining()))
 
-    def watch(self, sock):
+    def watch(self, sock: socket.socket) -> None:
         """Shut `sock` down when the deadline passes (until close())."""
         with self._lock:
             self._sock = sock
@@ -130,12 +132,12 @@ class Deadline:
         if self.remaining() <= 0:
             self._expire()
 
-    def close(self):
+    def close(self) -> None:
         """The call is over: leave its socket alone from now on."""
         with self._lock:
             self._done, self._sock = True, None
 
-    def _expire(self):
+    def _expire(self) -> None:
         with self._lock:
             if self._done:
                 return
@@ -146,7 +148,7 @@ class Deadline:
                 except OSError:
                     pass
 
-    def error(self, target, phase):
+    def error(self, target: targets.Target, phase: str) -> RemoteError:
         return RemoteError("timeout", f"The call did not finish within the call deadline (CALL_DEADLINE, "
                            f"{self.seconds:g} s), {phase} with {target}.")
 
@@ -154,16 +156,17 @@ class Deadline:
 class _Watcher:
     """One daemon thread expiring deadlines in time order (started on first use)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         # Also in a forked child (gunicorn workers): the parent's thread does not exist there.
         self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Deadline]]
         self._heap, self._order, self._limit = [], itertools.count(), 256
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
-    def add(self, deadline):
+    def add(self, deadline: Deadline) -> None:
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="dyncert-deadline", daemon=True)
@@ -176,7 +179,7 @@ class _Watcher:
             if self._heap[0][2] is deadline:  # a new earliest deadline: wake the thread to re-time
                 self._cond.notify()
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._heap:
@@ -196,20 +199,29 @@ if hasattr(os, "register_at_fork"):
 _local = threading.local()  # the deadline of the call running on this thread (pooled connections)
 
 
+class PeerFacts(TypedDict):
+    """What `peer_facts` reports about the peer's certificate."""
+
+    subject: str | None
+    issuer: str | None
+    san: list[str]
+    not_after: str | None
+
+
 @dataclasses.dataclass
 class TLSInfo:
     """Facts of one mTLS connection, as API.md's handshake fields."""
 
     tls_version: str
     cipher: str
-    peer: dict
+    peer: PeerFacts
     server_hostname: str
     hostname_verified: bool
     client_fingerprint_sha256: str
     session_reused: bool = False
     elapsed_ms: float = 0.0
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, object]:
         """The JSON-ready fields of API.md (a copy: the peer dict and its lists are new)."""
         out = {field.name: getattr(self, field.name) for field in _TLS_FIELDS}
         out["peer"] = {k: list(v) if isinstance(v, list) else v for k, v in self.peer.items()}
@@ -222,14 +234,14 @@ _TLS_FIELDS = dataclasses.fields(TLSInfo)
 # --- peer certificate facts ---------------------------------------------------------------
 
 @functools.lru_cache(maxsize=256)
-def _parsed_peer_facts(der):
+def _parsed_peer_facts(der: bytes) -> tuple[str, str, tuple[str, ...], str]:
     """(subject, issuer, san tuple, not_after) of a DER certificate; a peer shows the same one call after call."""
     cert = x509.load_der_x509_certificate(der)
     return (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), tuple(san_list(cert)),
             rfc3339(cert.not_valid_after_utc))
 
 
-def peer_facts(der):
+def peer_facts(der: bytes | None) -> PeerFacts:
     """subject, issuer, san, not_after of the peer certificate (DER); a new dict every call."""
     if der is None:
         return {"subject": None, "issuer": None, "san": [], "not_after": None}
@@ -237,17 +249,19 @@ def peer_facts(der):
     return {"subject": subject, "issuer": issuer, "san": list(san), "not_after": not_after}
 
 
-def tls_info(sock, context, target, client_fingerprint):
+def tls_info(sock: ssl.SSLSocket, context: ssl.SSLContext, target: targets.Target,
+             client_fingerprint: str) -> TLSInfo:
     """TLSInfo of a connected SSLSocket (elapsed_ms filled in by the caller)."""
-    return TLSInfo(tls_version=sock.version(), cipher=sock.cipher()[0],
+    # Casts: typeshed allows None before a handshake; this socket has shaken hands.
+    return TLSInfo(tls_version=cast(str, sock.version()), cipher=cast(tuple[str, str, int], sock.cipher())[0],
                    peer=peer_facts(sock.getpeercert(binary_form=True)), server_hostname=target.sni,
                    hostname_verified=bool(context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED),
-                   client_fingerprint_sha256=client_fingerprint, session_reused=sock.session_reused)
+                   client_fingerprint_sha256=client_fingerprint, session_reused=cast(bool, sock.session_reused))
 
 
 # --- errors ------------------------------------------------------------------------------
 
-def _root_cause(exc):
+def _root_cause(exc: BaseException | None) -> BaseException | None:
     """The innermost socket/ssl error behind urllib3's wrappers (args, __cause__, __context__)."""
     seen, last = set(), exc
     while exc is not None and id(exc) not in seen:
@@ -260,7 +274,8 @@ def _root_cause(exc):
     return last
 
 
-def remote_error(exc, target, phase, deadline=None):
+def remote_error(exc: BaseException, target: targets.Target, phase: str,
+                 deadline: Deadline | None = None) -> DyncertError:
     """Map a socket/ssl/urllib3 failure during `phase` to a RemoteError with a stable code."""
     cause = _root_cause(exc)
     if deadline is not None and deadline.passed() and not isinstance(cause, InputError):
@@ -319,7 +334,7 @@ def remote_error(exc, target, phase, deadline=None):
 
 # --- connection --------------------------------------------------------------------------
 
-def _connect_tcp(infos, timeout):
+def _connect_tcp(infos: Sequence[targets.AddrInfo], timeout: float) -> socket.socket:
     """A TCP socket connected to the first reachable checked address (TCP_NODELAY set)."""
     error = None
     for family, kind, proto, _, address in infos:
@@ -333,15 +348,15 @@ def _connect_tcp(infos, timeout):
         except OSError as e:
             sock.close()
             error = e
-    raise error
+    raise cast(OSError, error)  # resolve() never returns an empty list: some address was tried
 
 
-def verdict_wait(answer_seconds, timeout):
+def verdict_wait(answer_seconds: float, timeout: float) -> float:
     """How long to wait for a TLS 1.3 server's alert, given its answer time in the handshake."""
     return min(timeout, TICKET_WAIT, max(VERDICT_FLOOR, VERDICT_FACTOR * answer_seconds))
 
 
-def _timed_handshake(sock, timeout):
+def _timed_handshake(sock: ssl.SSLSocket, timeout: float) -> float:
     """do_handshake() within `timeout` seconds; returns the server's answer time (our first flight to its first).
 
     Non-blocking, so the moment the server's first flight arrives is seen: that span is one
@@ -367,7 +382,8 @@ def _timed_handshake(sock, timeout):
                 raise TimeoutError("_ssl.c: The handshake operation timed out") from None
 
 
-def _await_verdict(sock, timeout, wait=TICKET_WAIT):
+def _await_verdict(sock: ssl.SSLSocket, timeout: float,
+                   wait: float = TICKET_WAIT) -> tuple[bytes, ssl.SSLSession | None, bool]:
     """TLS 1.3: wait until the server has accepted our certificate (a session ticket) or refused it (alert).
 
     In TLS 1.3 the client finishes its handshake before the server has checked the client
@@ -411,7 +427,8 @@ def _await_verdict(sock, timeout, wait=TICKET_WAIT):
         sock.settimeout(timeout)
 
 
-def connect(target, timeouts=Timeouts(), allowed=None, deadline=None):
+def connect(target: targets.Target, timeouts: Timeouts = Timeouts(), allowed: str | Iterable[str] | None = None,
+            deadline: Deadline | None = None) -> socket.socket:
     """A TCP socket to a checked address of `target` (allowed, resolved, never link-local or metadata)."""
     deadline = deadline or Deadline(timeouts.total)
     if allowed is not None:
@@ -427,7 +444,9 @@ def connect(target, timeouts=Timeouts(), allowed=None, deadline=None):
         raise remote_error(e, target, "connecting", deadline) from e
 
 
-def open_tls(context, target, timeouts, allowed=None, await_verdict=False, deadline=None):
+def open_tls(context: ssl.SSLContext, target: targets.Target, timeouts: Timeouts,
+             allowed: str | Iterable[str] | None = None, await_verdict: bool = False,
+             deadline: Deadline | None = None) -> tuple[ssl.SSLSocket, bytes]:
     """A connected, handshaken SSLSocket to a checked address of `target`, and bytes read early (verdict wait).
 
     `deadline`: the Deadline of the calling call, which then watches the socket; without one the
@@ -443,7 +462,9 @@ def open_tls(context, target, timeouts, allowed=None, await_verdict=False, deadl
     return sock, early
 
 
-def _open_tls(context, target, timeouts, allowed, await_verdict, deadline):
+def _open_tls(context: ssl.SSLContext, target: targets.Target, timeouts: Timeouts, allowed: str | Iterable[str] | None,
+              await_verdict: bool,
+              deadline: Deadline) -> tuple[ssl.SSLSocket, bytes, ssl.SSLSession | None, bool]:
     """open_tls, plus the ticketed session the verdict wait saw (None if it read none) and whether the
     server gave a verdict on our certificate (False: a TLS 1.3 server with no ticket and no alert)."""
     raw = connect(target, timeouts, allowed, deadline)
@@ -474,13 +495,14 @@ def _open_tls(context, target, timeouts, allowed, await_verdict, deadline):
         raise
 
 
-def _elapsed_ms(started):
+def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
 # --- the three calls ---------------------------------------------------------------------
 
-def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=None):
+def handshake(context: ssl.SSLContext, target: targets.Target, client_fingerprint: str,
+              timeouts: Timeouts = Timeouts(), allowed: str | Iterable[str] | None = None) -> dict[str, object]:
     """Connect and shake hands (waiting for a TLS 1.3 server's verdict on our certificate)."""
     started = time.perf_counter()
     deadline = Deadline(timeouts.total)
@@ -500,7 +522,7 @@ def handshake(context, target, client_fingerprint, timeouts=Timeouts(), allowed=
     return {"ok": True, **info.to_dict(), "note": HANDSHAKE_NOTE if verdict else NO_VERDICT_NOTE}
 
 
-def read_line(sock, limit):
+def read_line(sock: socket.socket, limit: int) -> bytes:
     """Read until a newline, EOF, `limit` bytes or a read timeout after some data; timeout with none raises."""
     data = bytearray()
     while len(data) < limit and b"\n" not in data:
@@ -516,7 +538,8 @@ def read_line(sock, limit):
     return bytes(data)
 
 
-def echo(context, target, client_fingerprint, send, timeouts=Timeouts(), allowed=None):
+def echo(context: ssl.SSLContext, target: targets.Target, client_fingerprint: str, send: str | bytes,
+         timeouts: Timeouts = Timeouts(), allowed: str | Iterable[str] | None = None) -> dict[str, object]:
     """Write `send` on a raw mTLS socket; read until newline, close, 64 KiB or read timeout."""
     started = time.perf_counter()
     payload = send.encode("utf-8") if isinstance(send, str) else bytes(send)
@@ -537,7 +560,7 @@ def echo(context, target, client_fingerprint, send, timeouts=Timeouts(), allowed
     return {"ok": True, "received": received.decode("utf-8", "replace"), "tls": info.to_dict()}
 
 
-def exchange_line(sock, payload, target, deadline):
+def exchange_line(sock: ssl.SSLSocket, payload: bytes, target: targets.Target, deadline: Deadline) -> bytes:
     """Send `payload` on a watched socket and read one line back (read_line), by the deadline."""
     version = sock.version()  # None once the peer has gone: read it first
     try:
@@ -552,7 +575,7 @@ def exchange_line(sock, payload, target, deadline):
     return received
 
 
-def _unticketed_tls13(sock, version):
+def _unticketed_tls13(sock: ssl.SSLSocket | None, version: str | None) -> bool:
     """A TLS 1.3 (`version`) connection on which the server sent no session ticket (no sign it took our certificate)."""
     if sock is None or version != "TLSv1.3" or sock.session_reused:
         return False
@@ -560,7 +583,7 @@ def _unticketed_tls13(sock, version):
     return session is None or not session.has_ticket
 
 
-def _queued_alert(sock):
+def _queued_alert(sock: ssl.SSLSocket | None) -> ssl.SSLError | None:
     """The peer's alert about our certificate, if one already waits on `sock` (it says why the peer hung up)."""
     if sock is None:
         return None
@@ -575,7 +598,8 @@ def _queued_alert(sock):
     return None
 
 
-def after_handshake_error(sock, exc, target, deadline=None):
+def after_handshake_error(sock: ssl.SSLSocket | None, exc: BaseException, target: targets.Target,
+                          deadline: Deadline | None = None) -> DyncertError:
     """Map a failure after the handshake, preferring an alert already queued (it says why the peer hung up)."""
     if deadline is not None and deadline.passed():
         return deadline.error(target, "after the TLS handshake")
@@ -595,13 +619,18 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
     we do connect (to the checked address), handshake and verification.
     """
 
-    def __init__(self, *args, dyncert_open=None, **kwargs):
+    def __init__(self, *args: Any, dyncert_open: Callable[[], ssl.SSLSocket] | None = None,
+                 **kwargs: Any) -> None:  # Any: urllib3's own arguments, passed through
         super().__init__(*args, **kwargs)
-        self._dyncert_open = dyncert_open
+        self._dyncert_open = cast(Callable[[], ssl.SSLSocket], dyncert_open)  # _make_pool always gives one
+        self.tls_sock: ssl.SSLSocket | None = None
+        self.tls_facts: TLSInfo | None = None
+        self.tls_version: str | None = None
+        self.last_words: tuple[ssl.SSLError | None, bool] | None
         self.tls_sock = self.tls_facts = self.tls_version = None
         self.session_kept = self.answered = False
 
-    def _new_conn(self):
+    def _new_conn(self) -> ssl.SSLSocket:
         # Kept: http.client drops `sock` from a connection that will close, before we read TLS facts.
         # The facts and the kept session belong to the socket: a reconnect starts them afresh.
         self.tls_facts, self.session_kept, self.answered, self.last_words = None, False, False, None
@@ -609,14 +638,14 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
         self.tls_version = self.tls_sock.version()
         return self.tls_sock
 
-    def close(self):
+    def close(self) -> None:
         # http.client closes the connection the moment a read fails: what the socket still holds
         # (an alert, whether a ticket came) is read first, for the error getresponse() raises.
         if self.tls_sock is not None and not self.answered and sys.exc_info()[1] is not None:
             self.last_words = (_queued_alert(self.tls_sock), _unticketed_tls13(self.tls_sock, self.tls_version))
         super().close()
 
-    def _words(self, reading=True):
+    def _words(self, reading: bool = True) -> tuple[ssl.SSLError | None, bool]:
         """(alert waiting, no ticket on TLS 1.3) of this connection's socket, or as it was when closed.
 
         `reading` False: nothing was read yet, so tickets may still wait unread (no ticket is no sign).
@@ -628,7 +657,7 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
     # A TLS 1.3 server refuses our certificate after our handshake is done: its alert may be
     # waiting while the write of the request fails (EOF, reset, broken pipe). Read it here,
     # before urllib3 closes the socket, so the error says what the peer said.
-    def request(self, *args, **kwargs):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # Any: urllib3's request arguments
         try:
             return super().request(*args, **kwargs)
         except (BrokenPipeError, ConnectionResetError):
@@ -639,7 +668,7 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
                 raise queued from e
             raise
 
-    def getresponse(self):
+    def getresponse(self) -> urllib3.response.HTTPResponse:  # type: ignore[override]  # as urllib3's own
         try:
             response = super().getresponse()
         except OSError as e:
@@ -648,7 +677,7 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
         self.answered = True
         return response
 
-    def _raise_last_words(self, error):
+    def _raise_last_words(self, error: OSError) -> None:
         """Raise what the peer said before `error` (an alert), or that it said nothing after our certificate."""
         if self.answered:
             return  # a kept-alive connection the server closed meanwhile: nothing to say about us
@@ -666,9 +695,9 @@ class _MTLSPool(urllib3.HTTPConnectionPool):
 
     ConnectionCls = _MTLSConnection
 
-    def _get_conn(self, timeout=None):
+    def _get_conn(self, timeout: float | None = None) -> _MTLSConnection:
         # A kept-alive connection serves this call now: the call's deadline watches its socket.
-        conn = super()._get_conn(timeout)
+        conn = cast(_MTLSConnection, super()._get_conn(timeout))  # our ConnectionCls
         deadline = getattr(_local, "deadline", None)
         if deadline is not None and conn.sock is not None:
             deadline.watch(conn.sock)
@@ -678,14 +707,14 @@ class _MTLSPool(urllib3.HTTPConnectionPool):
 POOL_SIZE = 4  # idle keep-alive connections kept per identity and peer
 
 
-def _host_header(target):
+def _host_header(target: targets.Target) -> str:
     host = f"[{target.sni}]" if ":" in target.sni else target.sni
     return host if target.port == 443 else f"{host}:{target.port}"
 
 
-def _make_pool(context, target, timeouts):
+def _make_pool(context: ssl.SSLContext, target: targets.Target, timeouts: Timeouts) -> _MTLSPool:
     """A pool whose new connections are opened (checked address, handshake, verification) by us."""
-    def open_connection():
+    def open_connection() -> ssl.SSLSocket:
         sock, _ = open_tls(context, target, timeouts, deadline=getattr(_local, "deadline", None))
         return sock
 
@@ -694,7 +723,7 @@ def _make_pool(context, target, timeouts):
                      dyncert_open=open_connection)
 
 
-def check_request(method, path, headers):
+def check_request(method: object, path: object, headers: object) -> None:
     """Refuse (InputError invalid_request) what must not reach a peer: odd methods, control characters,
     framing and hop-by-hop headers, one header twice. Checked before anything is connected or sent."""
     if method not in METHODS:
@@ -731,8 +760,9 @@ def check_request(method, path, headers):
                              "(HTTP/1.1 header bytes); found characters beyond it.") from None
 
 
-def https_request(context, target, client_fingerprint, method="GET", path="/", headers=None, body="",
-                  timeouts=Timeouts(), allowed=None):
+def https_request(context: ssl.SSLContext, target: targets.Target, client_fingerprint: str, method: str = "GET",
+                  path: str = "/", headers: dict[str, str] | None = None, body: str | bytes = "",
+                  timeouts: Timeouts = Timeouts(), allowed: str | Iterable[str] | None = None) -> dict[str, object]:
     """One HTTP/1.1 request over a kept-alive mTLS connection; body text capped at 64 KiB (`truncated`)."""
     started = time.perf_counter()
     check_request(method, path, headers)
@@ -754,11 +784,12 @@ def https_request(context, target, client_fingerprint, method="GET", path="/", h
                                                             read=deadline.timeout(timeouts.read)))
             # Read TLS facts before the body: a fully read response goes back to the pool at once.
             # They hold for the connection's life: read (and the session kept) once per connection.
-            conn = response.connection
+            conn = cast(_MTLSConnection, response.connection)  # our pool's (release_conn=False keeps it)
+            tls_sock = cast(ssl.SSLSocket, conn.tls_sock)  # it answered: _new_conn gave it a socket
             if conn.tls_facts is None:
-                conn.tls_facts = tls_info(conn.tls_sock, context, target, client_fingerprint)
+                conn.tls_facts = tls_info(tls_sock, context, target, client_fingerprint)
             if not conn.session_kept:
-                conn.session_kept = reuse.remember(context, target, conn.tls_sock)
+                conn.session_kept = reuse.remember(context, target, tls_sock)
             info = dataclasses.replace(conn.tls_facts, client_fingerprint_sha256=client_fingerprint)
             data = response.read(MAX_BODY + 1) if method != "HEAD" else b""
             if deadline.passed():

@@ -14,8 +14,11 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import socket
 import ssl
 import threading
+from collections.abc import Hashable, Mapping
+from typing import Any, Protocol, TypeAlias, cast
 
 from . import context as _context
 from .errors import CertificateError, InputError
@@ -33,20 +36,33 @@ _OLD_PROTOCOLS = {"PROTOCOL_TLSv1": "TLSv1", "PROTOCOL_TLSv1_1": "TLSv1.1", "PRO
 _NEGOTIATE = {"PROTOCOL_TLS", "PROTOCOL_SSLv23", "PROTOCOL_TLS_CLIENT"}
 
 
+class Readable(Protocol):
+    """A file-like object as 2.7's wrap_socket took it (StringIO, an open file)."""
+
+    def read(self) -> str | bytes: ...
+
+
+# keyfile, certfile, ca_certs: a path, PEM text or bytes, or a file-like object.
+Source: TypeAlias = str | bytes | os.PathLike[str] | Readable
+# A cached entry: a bare context (no certfile), or a context with its certificate's validity window.
+_Entry: TypeAlias = ssl.SSLContext | tuple[ssl.SSLContext, datetime.datetime, datetime.datetime]
+
+
 class _LRU:
     """A small thread-safe LRU mapping."""
 
-    def __init__(self, maxsize):
+    def __init__(self, maxsize: int) -> None:
+        self._items: collections.OrderedDict[Hashable, _Entry]
         self.maxsize, self._lock, self._items = maxsize, threading.Lock(), collections.OrderedDict()
 
-    def get(self, key):
+    def get(self, key: Hashable) -> _Entry | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key, value):
+    def put(self, key: Hashable, value: _Entry) -> _Entry:
         with self._lock:
             self._items.setdefault(key, value)
             self._items.move_to_end(key)
@@ -58,7 +74,7 @@ class _LRU:
 _contexts = _LRU(_CONTEXT_CACHE_SIZE)
 
 
-def _read_source(value, what):
+def _read_source(value: object, what: str) -> bytes:
     """PEM bytes from a file-like object (read()), PEM text/bytes, or a path."""
     if hasattr(value, "read"):
         value = value.read()
@@ -81,30 +97,33 @@ def _read_source(value, what):
                      f"found {type(value).__name__}.")
 
 
-def _cached_context(certfile, keyfile, trust, version, check_hostname, verify, ciphers):
+def _cached_context(certfile: object, keyfile: object, trust: _context.CaCerts | None, version: ssl.TLSVersion | None,
+                    check_hostname: bool, verify: bool, ciphers: str | None) -> ssl.SSLContext:
     """The context for these sources and options: cached (context + validity) by content, validity re-checked."""
     if certfile is None:
-        key = (None, _trust_id(trust), version, check_hostname, verify, ciphers)
+        key: Hashable = (None, _trust_id(trust), version, check_hostname, verify, ciphers)
         ctx = _contexts.get(key)
-        return ctx if ctx is not None else _contexts.put(key, _client_context(None, trust, version, check_hostname,
-                                                                             verify, ciphers))
+        # Keys without a certificate digest hold bare contexts (below, the others hold tuples).
+        return cast(ssl.SSLContext, ctx if ctx is not None else
+                    _contexts.put(key, _client_context(None, trust, version, check_hostname, verify, ciphers)))
     cert_pem = _read_source(certfile, "certfile")
     key_pem = _read_source(keyfile, "keyfile") if keyfile is not None else cert_pem
     digest = hmac.digest(_DIGEST_KEY, cert_pem + b"\0" + key_pem, "sha256")
     key = (digest, _trust_id(trust), version, check_hostname, verify, ciphers)
     entry = _contexts.get(key)
     if entry is not None:
-        ctx, not_before, not_after = entry
+        ctx, not_before, not_after = cast(tuple[ssl.SSLContext, datetime.datetime, datetime.datetime], entry)
         now = datetime.datetime.now(datetime.timezone.utc)
         if not not_before <= now <= not_after:
             ClientIdentity.from_pem(cert_pem, key_pem, now=now)  # raises the precise expiry error
         return ctx
     identity = ClientIdentity.from_pem(cert_pem, key_pem)
     ctx = _client_context(identity, trust, version, check_hostname, verify, ciphers)
-    return _contexts.put(key, (ctx, identity.not_before, identity.not_after))[0]
+    return cast(tuple[ssl.SSLContext, datetime.datetime, datetime.datetime],
+                _contexts.put(key, (ctx, identity.not_before, identity.not_after)))[0]
 
 
-def _tls_version(ssl_version):
+def _tls_version(ssl_version: object) -> ssl.TLSVersion | None:
     """Python 2.7-style ssl_version -> None (negotiate 1.2+) or an ssl.TLSVersion."""
     if ssl_version is None:
         return None
@@ -121,7 +140,7 @@ def _tls_version(ssl_version):
     return _context.parse_tls_version(ssl_version)
 
 
-def _plain_context(ca_certs, version):
+def _plain_context(ca_certs: _context.CaCerts | None, version: ssl.TLSVersion | None) -> ssl.SSLContext:
     """A verifying client context with no client certificate (as 2.7's wrap_socket without certfile)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname on
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.0 and 1.1 are deprecated (RFC 8996)
@@ -131,7 +150,7 @@ def _plain_context(ca_certs, version):
     return ctx
 
 
-def _trust_id(ca_certs):
+def _trust_id(ca_certs: _context.CaCerts | None) -> str | bytes | None:
     """Cache-key part for ca_certs (content hash of PEM, or the path)."""
     if ca_certs is None:
         return None
@@ -140,7 +159,8 @@ def _trust_id(ca_certs):
     return os.fspath(ca_certs)
 
 
-def _client_context(identity, ca_certs, version, check_hostname, verify, ciphers):
+def _client_context(identity: ClientIdentity | None, ca_certs: _context.CaCerts | None, version: ssl.TLSVersion | None,
+                    check_hostname: bool, verify: bool, ciphers: str | None) -> ssl.SSLContext:
     """The shared cached context when nothing differs from its defaults, else a new variant."""
     if identity is not None and check_hostname and verify and ciphers is None:
         return _context.cached_client_context(identity, ca_certs, version)
@@ -161,9 +181,11 @@ def _client_context(identity, ca_certs, version, check_hostname, verify, ciphers
     return ctx
 
 
-def wrap_socket(sock, keyfile=None, certfile=None, server_side=False, cert_reqs=ssl.CERT_REQUIRED,
-                ssl_version=None, ca_certs=None, server_hostname=None, do_handshake_on_connect=True,
-                suppress_ragged_eofs=True, ciphers=None):
+def wrap_socket(sock: socket.socket, keyfile: Source | None = None, certfile: Source | None = None,
+                server_side: bool = False, cert_reqs: int = ssl.CERT_REQUIRED,
+                ssl_version: ssl._SSLMethod | ssl.TLSVersion | str | None = None, ca_certs: Source | None = None,
+                server_hostname: str | None = None, do_handshake_on_connect: bool = True,
+                suppress_ragged_eofs: bool = True, ciphers: str | None = None) -> ssl.SSLSocket:
     """Python 2.7 App Engine's ssl.wrap_socket: keyfile/certfile/ca_certs may be paths, PEM or file-like.
 
     Differences from 2.7, all on the safe side: TLS 1.2 is the minimum; cert_reqs CERT_REQUIRED
@@ -192,7 +214,7 @@ def wrap_socket(sock, keyfile=None, certfile=None, server_side=False, cert_reqs=
 
 # --- match_hostname (removed from ssl in Python 3.12) ----------------------------------------
 
-def _dnsname_match(dn, hostname):
+def _dnsname_match(dn: str, hostname: str) -> bool:
     """RFC 6125 6.4.3 matching of one certificate name; raises CertificateError for unsupported wildcards."""
     if not dn:
         return False
@@ -220,7 +242,7 @@ def _dnsname_match(dn, hostname):
     return remainder == host_remainder
 
 
-def _host_ip(hostname):
+def _host_ip(hostname: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """ipaddress object if `hostname` is a quad-dotted IPv4 or an IPv6 literal, else None."""
     try:
         return ipaddress.ip_address(hostname)
@@ -228,14 +250,14 @@ def _host_ip(hostname):
         return None
 
 
-def _ip_match(value, host_ip):
+def _ip_match(value: str, host_ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     try:
         return ipaddress.ip_address(value.rstrip()) == host_ip
     except ValueError:
         return False
 
 
-def match_hostname(cert, hostname):
+def match_hostname(cert: Mapping[str, Any] | None, hostname: str) -> None:  # Any: getpeercert()'s nested tuples
     """Python 3.7-3.11 ssl.match_hostname: raise CertificateError unless `cert` (getpeercert()) is valid for `hostname`.
 
     Beyond 3.11: a trailing dot is ignored, and a wildcard never matches an A-label (xn--).

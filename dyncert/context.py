@@ -17,13 +17,14 @@ import ssl
 import stat
 import tempfile
 import threading
+from typing import TypeAlias, TypeGuard
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import der, pbe
 from .errors import InputError
-from .identity import parse_ca_bundle
+from .identity import ClientIdentity, PemText, parse_ca_bundle
 
 # Tests (or a platform without a usable /proc) switch tier 1 off.
 MEMFD_ENABLED = True
@@ -33,19 +34,25 @@ TLS_VERSIONS = {None: None, "": None, "TLS": None,
 _ACCEPTED = "TLS (negotiate, 1.2 or newer), TLSv1_2, TLSv1_3"
 _HASHED_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
 
+# ca_certs: PEM text (str or bytes), or the path of a CA file or hashed directory.
+CaCerts: TypeAlias = str | bytes | os.PathLike[str]
+# tls_version: None or "TLS" (negotiate 1.2+), "TLSv1_2", "TLSv1_3", or an ssl.TLSVersion.
+TLSVersionLike: TypeAlias = str | ssl.TLSVersion | None
+_Paths: TypeAlias = tuple[str | None, str | None, str]  # (cafile, capath, source)
 
-def set_memfd_enabled(enabled):
+
+def set_memfd_enabled(enabled: bool) -> None:
     """Turn tier 1 (memfd) on or off; off forces the sealed temp file tier."""
     global MEMFD_ENABLED
     MEMFD_ENABLED = bool(enabled)
 
 
-def memfd_available():
+def memfd_available() -> bool:
     """True when this interpreter has os.memfd_create and tier 1 is enabled."""
     return MEMFD_ENABLED and hasattr(os, "memfd_create")
 
 
-def parse_tls_version(value):
+def parse_tls_version(value: object) -> ssl.TLSVersion | None:
     """None/'TLS' -> None (negotiate, at least 1.2); 'TLSv1_2'/'TLSv1_3' or ssl.TLSVersion -> that version."""
     if isinstance(value, ssl.TLSVersion):
         if value in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
@@ -60,11 +67,12 @@ def parse_tls_version(value):
 # --- CA trust -----------------------------------------------------------------------------
 
 _trust_lock = threading.Lock()
-_configured_trust = None  # (cafile, capath) set by configure_default_trust
-_auto_trust = None        # resolved once from OpenSSL's paths / certifi
+_configured_trust: tuple[str | None, str | None] | None = None  # (cafile, capath) set by configure_default_trust
+_auto_trust: _Paths | None = None  # resolved once from OpenSSL's paths / certifi
 
 
-def configure_default_trust(cafile=None, capath=None):
+def configure_default_trust(cafile: str | os.PathLike[str] | None = None,
+                            capath: str | os.PathLike[str] | None = None) -> None:
     """Set the CA file and/or hashed directory used when a call gives no ca_certs; both None resets."""
     global _configured_trust
     for path, exists, what in ((cafile, os.path.isfile, "file"), (capath, os.path.isdir, "directory")):
@@ -73,10 +81,10 @@ def configure_default_trust(cafile=None, capath=None):
                              f"found nothing usable at {os.fspath(path)!r}.")
     with _trust_lock:
         _configured_trust = None if cafile is None and capath is None else (
-            cafile and os.fspath(cafile), capath and os.fspath(capath))
+            None if cafile is None else os.fspath(cafile), None if capath is None else os.fspath(capath))
 
 
-def _has_hashed_certs(directory):
+def _has_hashed_certs(directory: str) -> bool:
     """True if `directory` holds OpenSSL's <hash>.N links (c_rehash / update-ca-certificates)."""
     try:
         with os.scandir(directory) as entries:
@@ -85,7 +93,7 @@ def _has_hashed_certs(directory):
         return False
 
 
-def _resolve_auto_trust():
+def _resolve_auto_trust() -> _Paths:
     """OpenSSL's hashed directory if present, else its CA file, else certifi's bundle.
 
     The hashed directory is preferred: OpenSSL reads only the issuers it needs, at verify
@@ -104,7 +112,7 @@ def _resolve_auto_trust():
     return (certifi.where(), None, "certifi")
 
 
-def _default_paths():
+def _default_paths() -> _Paths:
     """(cafile, capath, source) of the default trust."""
     global _auto_trust
     with _trust_lock:
@@ -115,20 +123,21 @@ def _default_paths():
         return _auto_trust
 
 
-def default_trust():
+def default_trust() -> dict[str, str | None]:
     """The default trust as a dict for status pages: {'cafile', 'capath', 'source'}."""
     cafile, capath, source = _default_paths()
     return {"cafile": cafile, "capath": capath, "source": source}
 
 
-def _is_pem(ca_certs):
+def _is_pem(ca_certs: object) -> TypeGuard[PemText]:
     """True for PEM text (str or bytes) rather than a path."""
     if isinstance(ca_certs, str):
         return "-----BEGIN" in ca_certs
     return isinstance(ca_certs, (bytes, bytearray, memoryview)) and b"-----BEGIN" in bytes(ca_certs)
 
 
-def _load_locations(ctx, cafile=None, capath=None, cadata=None):
+def _load_locations(ctx: ssl.SSLContext, cafile: str | None = None, capath: str | None = None,
+                    cadata: str | None = None) -> None:
     """load_verify_locations, its failures as invalid_ca_certs."""
     try:
         ctx.load_verify_locations(cafile=cafile, capath=capath, cadata=cadata)
@@ -137,7 +146,7 @@ def _load_locations(ctx, cafile=None, capath=None, cadata=None):
                          f"{'PEM text' if cadata else repr(cafile or capath)} OpenSSL would not load.") from e
 
 
-def load_trust(ctx, ca_certs=None):
+def load_trust(ctx: ssl.SSLContext, ca_certs: CaCerts | None = None) -> None:
     """Trust `ca_certs` (PEM text, a CA file or hashed directory path) or, when None, the default trust."""
     if ca_certs is None:
         cafile, capath, _ = _default_paths()
@@ -158,7 +167,7 @@ def load_trust(ctx, ca_certs=None):
                      f"found {type(ca_certs).__name__}.")
 
 
-def _trust_key(ca_certs):
+def _trust_key(ca_certs: CaCerts | None) -> tuple[str | bytes | None, ...]:
     """Cache-key part for the trust: content hash of PEM, path string, or the current default."""
     if ca_certs is None:
         return ("default",) + _default_paths()
@@ -170,14 +179,14 @@ def _trust_key(ca_certs):
 
 # --- the identity ------------------------------------------------------------------------
 
-def _write_all(fd, data):
+def _write_all(fd: int, data: bytes) -> None:
     """os.write until everything is written."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _load_chain(ctx, path, password=None):
+def _load_chain(ctx: ssl.SSLContext, path: str, password: bytes | None = None) -> None:
     """load_cert_chain, its failures as input errors (they mean the identity was not validated)."""
     try:
         ctx.load_cert_chain(path, password=password)
@@ -193,7 +202,7 @@ def _load_chain(ctx, path, password=None):
                          f"({reason or 'unknown reason'}).") from e
 
 
-def _load_memfd(ctx, identity):
+def _load_memfd(ctx: ssl.SSLContext, identity: ClientIdentity) -> bool:
     """Tier 1: write chain+key into an anonymous memory file and load it by its /proc path; False if unusable."""
     try:
         fd = os.memfd_create("dyncert", getattr(os, "MFD_CLOEXEC", 0))
@@ -210,7 +219,7 @@ def _load_memfd(ctx, identity):
         os.close(fd)
 
 
-def _sealed_key(key_pem, password):
+def _sealed_key(key_pem: bytes, password: bytes) -> bytes:
     """The key re-encrypted under `password`, in the cheapest format OpenSSL reads.
 
     RSA/EC: legacy PEM encryption (AES-256-CBC, one-pass MD5 key derivation). A weak KDF
@@ -232,10 +241,10 @@ def _sealed_key(key_pem, password):
 # One private directory per process and temp root, made once: a fresh one per build cost
 # a mkdir + rmdir (most of the tier's overhead). Keyed by pid, so a forked child makes its own.
 _dir_lock = threading.Lock()
-_dirs = {}  # (pid, temp root) -> directory path
+_dirs: dict[tuple[int, str], str] = {}  # (pid, temp root) -> directory path
 
 
-def _is_private(path):
+def _is_private(path: str) -> bool:
     """True if `path` is still our own directory (not a link), closed to others."""
     try:
         st = os.lstat(path)
@@ -244,7 +253,7 @@ def _is_private(path):
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
-def _private_dir():
+def _private_dir() -> str:
     """This process's 0700 directory under the temp root, made again if it vanished or was tampered with."""
     key = (os.getpid(), tempfile.gettempdir())
     with _dir_lock:
@@ -254,7 +263,7 @@ def _private_dir():
         return path
 
 
-def _remove_dirs():
+def _remove_dirs() -> None:
     """At exit: remove this process's (empty) directories; never another process's."""
     for (pid, _), path in list(_dirs.items()):
         if pid == os.getpid():
@@ -264,7 +273,7 @@ def _remove_dirs():
                 pass
 
 
-def _new_lock_in_child():
+def _new_lock_in_child() -> None:
     """A fork while another thread held the lock must not deadlock the child."""
     global _dir_lock
     _dir_lock = threading.Lock()
@@ -274,7 +283,7 @@ atexit.register(_remove_dirs)
 os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
-def _load_tempfile(ctx, identity):
+def _load_tempfile(ctx: ssl.SSLContext, identity: ClientIdentity) -> None:
     """Tier 2: a 0600 file in the private 0700 directory holding chain + key sealed under a one-time password."""
     password = secrets.token_urlsafe(32).encode("ascii")  # 256 bits, ASCII so any password callback takes it
     data = _pem_concat(identity.chain_pem, _sealed_key(identity.key_pem, password))
@@ -294,12 +303,12 @@ def _load_tempfile(ctx, identity):
             pass
 
 
-def _pem_concat(chain_pem, key_pem):
+def _pem_concat(chain_pem: bytes, key_pem: bytes) -> bytes:
     """Chain then key, with a line break between."""
     return chain_pem + (b"" if chain_pem.endswith(b"\n") else b"\n") + key_pem
 
 
-def load_identity(ctx, identity):
+def load_identity(ctx: ssl.SSLContext, identity: ClientIdentity) -> str:
     """Load identity's chain and key into ctx without a plaintext key on disk; returns 'memfd' or 'tempfile'."""
     if memfd_available() and _load_memfd(ctx, identity):
         return "memfd"
@@ -307,7 +316,8 @@ def load_identity(ctx, identity):
     return "tempfile"
 
 
-def client_context(identity, ca_certs=None, tls_version=None):
+def client_context(identity: ClientIdentity, ca_certs: CaCerts | None = None,
+                   tls_version: TLSVersionLike = None) -> ssl.SSLContext:
     """A new client SSLContext presenting `identity`, verifying the peer against `ca_certs`."""
     version = parse_tls_version(tls_version)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -325,7 +335,7 @@ def client_context(identity, ca_certs=None, tls_version=None):
 
 # --- cache -------------------------------------------------------------------------------
 
-def _env_maxsize():
+def _env_maxsize() -> int:
     """DYNCERT_CACHE_SIZE, default 256."""
     raw = os.environ.get("DYNCERT_CACHE_SIZE", "").strip()
     if not raw:
@@ -346,17 +356,18 @@ class ContextCache:
     A rotated certificate or key has a new content_id, hence a new entry; the old one ages out.
     """
 
-    def __init__(self, maxsize=None):
+    def __init__(self, maxsize: int | None = None) -> None:
         self.maxsize = _env_maxsize() if maxsize is None else int(maxsize)
         self._lock = threading.Lock()
-        self._entries = collections.OrderedDict()
+        self._entries: collections.OrderedDict[tuple[object, ...], ssl.SSLContext] = collections.OrderedDict()
         self.hits = self.misses = self.evictions = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
-    def client_context(self, identity, ca_certs=None, tls_version=None):
+    def client_context(self, identity: ClientIdentity, ca_certs: CaCerts | None = None,
+                       tls_version: TLSVersionLike = None) -> ssl.SSLContext:
         """The cached context for these inputs, built (outside the lock) on a miss."""
         version = parse_tls_version(tls_version)
         key = (identity.content_id, _trust_key(ca_certs), version)
@@ -380,24 +391,24 @@ class ContextCache:
                     self.evictions += 1
         return ctx
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         """Counters and size, for status pages."""
         with self._lock:
             return {"size": len(self._entries), "maxsize": self.maxsize,
                     "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
 
-    def clear(self):
+    def clear(self) -> None:
         """Drop every entry and reset the counters."""
         with self._lock:
             self._entries.clear()
             self.hits = self.misses = self.evictions = 0
 
 
-_default_cache = None
+_default_cache: ContextCache | None = None
 _default_cache_lock = threading.Lock()
 
 
-def default_cache():
+def default_cache() -> ContextCache:
     """The module-wide cache (created on first use, sized by DYNCERT_CACHE_SIZE)."""
     global _default_cache
     with _default_cache_lock:
@@ -406,6 +417,7 @@ def default_cache():
         return _default_cache
 
 
-def cached_client_context(identity, ca_certs=None, tls_version=None, cache=None):
+def cached_client_context(identity: ClientIdentity, ca_certs: CaCerts | None = None,
+                          tls_version: TLSVersionLike = None, cache: ContextCache | None = None) -> ssl.SSLContext:
     """client_context through `cache` (default: the module-wide cache)."""
     return (cache if cache is not None else default_cache()).client_context(identity, ca_certs, tls_version)

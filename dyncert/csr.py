@@ -8,6 +8,7 @@ import urllib.parse
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from dyncert.errors import InputError
@@ -32,7 +33,8 @@ EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@([A-Za-z0-9.-]{1,253
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def generate_key(name=DEFAULT_KEY_TYPE):
+def generate_key(name: object = DEFAULT_KEY_TYPE) -> (ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+                                                      | ed25519.Ed25519PrivateKey):
     """A new private key of type `name` (one of KEY_TYPES)."""
     if not isinstance(name, str) or name not in KEY_TYPES:
         raise InputError("invalid_request", f"'key_type' must be one of {', '.join(KEY_TYPES)}; "
@@ -44,7 +46,7 @@ def generate_key(name=DEFAULT_KEY_TYPE):
     return ed25519.Ed25519PrivateKey.generate()
 
 
-def dns_name(value):
+def dns_name(value: object) -> str:
     """A DNS name (IDNA allowed; one leading '*.' label for a wildcard) as its ASCII form."""
     if not isinstance(value, str) or not value or len(value) > 253 or CONTROL.search(value):
         raise InputError("invalid_request", "Each 'san.dns' entry must be a DNS name of at most 253 characters.")
@@ -64,7 +66,7 @@ def dns_name(value):
     return ("*." if wildcard else "") + ascii_name.lower()
 
 
-def _is_ip(text):
+def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
         return True
@@ -72,28 +74,29 @@ def _is_ip(text):
         return False
 
 
-def email_address(value):
+def email_address(value: object) -> str:
     """An addr-spec (local@domain) checked for shape and length."""
-    match = EMAIL.match(value) if isinstance(value, str) and len(value) <= MAX_EMAIL else None
-    if not match or ".." in value or value.startswith(".") or ".@" in value:
+    text = value if isinstance(value, str) else ""
+    match = EMAIL.match(text) if len(text) <= MAX_EMAIL else None
+    if not match or ".." in text or text.startswith(".") or ".@" in text:
         raise InputError("invalid_request", f"Expected an e-mail address (local@domain) in 'san.email', "
                                             f"found {str(value)[:80]!r}.")
     dns_name(match.group(1))  # the domain must be a DNS name too
-    return value
+    return text
 
 
-def uri(value):
+def uri(value: object) -> str:
     """An absolute URI (scheme and a host or path), ASCII, no spaces or control characters."""
-    ok = isinstance(value, str) and 0 < len(value) <= MAX_URI and value.isascii() \
-        and not CONTROL.search(value) and " " not in value
-    parts = urllib.parse.urlsplit(value) if ok else None
+    text = value if isinstance(value, str) else ""
+    ok = 0 < len(text) <= MAX_URI and text.isascii() and not CONTROL.search(text) and " " not in text
+    parts = urllib.parse.urlsplit(text) if ok else None
     if not parts or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*$", parts.scheme or "") or not (parts.netloc or parts.path):
         raise InputError("invalid_request", f"Expected an absolute ASCII URI (scheme:...) of at most {MAX_URI} "
                                             f"characters in 'san.uri', found {str(value)[:80]!r}.")
-    return value
+    return text
 
 
-def subject_name(subject):
+def subject_name(subject: object) -> x509.Name:
     """The x509.Name for a {"CN": ..., "O": ...} object; CN is required."""
     if not isinstance(subject, dict):
         raise InputError("invalid_request", "The field 'subject' must be an object with at least 'CN'.")
@@ -117,7 +120,7 @@ def subject_name(subject):
     return x509.Name(attributes)
 
 
-def san_entries(san):
+def san_entries(san: object) -> tuple[list[x509.GeneralName], list[str]]:
     """(x509 GeneralNames, ["DNS:...", "email:...", "URI:..."]) from {"dns": [], "email": [], "uri": []}."""
     if san is None:
         return [], []
@@ -129,7 +132,8 @@ def san_entries(san):
     total = sum(len(v) for v in lists.values())
     if total > MAX_SANS:
         raise InputError("invalid_request", f"Expected at most {MAX_SANS} subject alternative names, found {total}.")
-    names, shown = [], []
+    names: list[x509.GeneralName] = []
+    shown: list[str] = []
     for value in lists["dns"]:
         value = dns_name(value)
         names.append(x509.DNSName(value))
@@ -143,7 +147,7 @@ def san_entries(san):
     return names, shown
 
 
-def public_key_sha256(public_key):
+def public_key_sha256(public_key: PublicKeyTypes) -> str:
     """sha256 hex of the DER SubjectPublicKeyInfo: names a key without revealing anything."""
     return hashlib.sha256(public_key.public_bytes(serialization.Encoding.DER,
                                                   serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
@@ -152,15 +156,16 @@ def public_key_sha256(public_key):
 class PendingKey:
     """A generated key and its CSR; `key_pem` is for sealing at once, never for showing."""
 
-    def __init__(self, key_pem, csr_pem, key_type, public_key_sha256, subject, san):
+    def __init__(self, key_pem: bytes, csr_pem: str, key_type: str, public_key_sha256: str, subject: str,
+                 san: list[str]) -> None:
         self.key_pem, self.csr_pem, self.key_type = key_pem, csr_pem, key_type
         self.public_key_sha256, self.subject, self.san = public_key_sha256, subject, san
 
-    def __repr__(self):  # never the key
+    def __repr__(self) -> str:  # never the key
         return f"PendingKey(key_type={self.key_type!r}, public_key_sha256={self.public_key_sha256!r})"
 
 
-def new_key_and_csr(key_type=None, subject=None, san=None):
+def new_key_and_csr(key_type: object = None, subject: object = None, san: object = None) -> PendingKey:
     """Validate the request, then generate a key and its signed CSR."""
     name = subject_name(subject)  # checked before the (possibly slow) key generation
     general_names, shown = san_entries(san)

@@ -3,7 +3,7 @@
 import base64
 
 
-def item(data, pos):
+def item(data: bytes, pos: int) -> tuple[int, int, int]:
     """(tag, content start, content end) of the DER item at `pos`; ValueError if malformed."""
     if pos + 2 > len(data):
         raise ValueError("short")
@@ -20,7 +20,7 @@ def item(data, pos):
     return tag, pos, pos + length
 
 
-def children(data, start, end):
+def children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, bytes]]:
     """[(tag, content start, content end, whole item bytes)] of the items in data[start:end]."""
     out, pos = [], start
     while pos < end:
@@ -32,7 +32,7 @@ def children(data, start, end):
     return out
 
 
-def tlv(tag, content):
+def tlv(tag: int, content: bytes) -> bytes:
     """One DER item: tag, definite length, content."""
     n = len(content)
     if n < 0x80:
@@ -41,14 +41,14 @@ def tlv(tag, content):
     return bytes([tag, 0x80 | len(size)]) + size + content
 
 
-def pem(label, der_bytes):
+def pem(label: bytes, der_bytes: bytes) -> bytes:
     """PEM text of `der_bytes` under `label` (bytes), 64 columns like OpenSSL."""
     body = base64.b64encode(der_bytes)
     lines = b"\n".join(body[i:i + 64] for i in range(0, len(body), 64))
     return b"-----BEGIN " + label + b"-----\n" + lines + b"\n-----END " + label + b"-----\n"
 
 
-def unpem(block):
+def unpem(block: bytes) -> bytes:
     """DER bytes of one PEM block (headers such as Proc-Type are not expected here)."""
     lines = block.strip().splitlines()
     return base64.b64decode(b"".join(line for line in lines if not line.startswith(b"-----")), validate=False)

@@ -23,19 +23,19 @@ REMOTE_CODES = frozenset({
 class DyncertError(Exception):
     """Base of every dyncert error: a stable `code` and a human `message`."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code!r}, {self.message!r})"
 
 
 class InputError(DyncertError, ValueError):
     """Credentials, CA bundle, TLS version or target that cannot be used."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str) -> None:
         assert code in INPUT_CODES, code
         super().__init__(code, message)
 
@@ -43,7 +43,9 @@ class InputError(DyncertError, ValueError):
 class RemoteError(DyncertError):
     """The peer or the network failed: refused, reset, rejected, timed out."""
 
-    def __init__(self, code, message):
+    hint: str | None = None  # what to check, when calls knows (the admin page shows it)
+
+    def __init__(self, code: str, message: str) -> None:
         assert code in REMOTE_CODES, code
         super().__init__(code, message)
 
@@ -59,10 +61,10 @@ class CertificateError(RemoteError, ssl.CertificateError):
     SSLCertVerificationError, which 3.11's own match_hostname raised): it must catch ours.
     """
 
-    def __init__(self, message):
+    def __init__(self, message: str) -> None:
         super().__init__("hostname_mismatch", message)
         self.verify_code = _HOSTNAME_MISMATCH
         self.verify_message = message
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message  # ssl.SSLError's str shows strerror, else the args tuple

@@ -6,11 +6,13 @@ import datetime
 import functools
 import hashlib
 import re
+from typing import Self, TypeAlias, TypedDict
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, PublicKeyAlgorithmOID
 
@@ -32,8 +34,12 @@ _KEY_LABELS = (b"PRIVATE KEY", b"ENCRYPTED PRIVATE KEY", b"RSA PRIVATE KEY", b"E
 _IGNORED_LABELS = (b"EC PARAMETERS",)
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
+# PEM (or a password) as the callers hold it: text, or bytes in any buffer form (_as_bytes takes them all).
+PemText: TypeAlias = str | bytes | bytearray | memoryview
+_Blocks: TypeAlias = list[tuple[bytes, bytes]]  # (label, whole block) pairs
 
-def _as_bytes(value, code, what):
+
+def _as_bytes(value: object, code: str, what: str) -> bytes:
     """str/bytes -> bytes, refusing other types and oversized input."""
     if isinstance(value, str):
         value = value.encode("utf-8")
@@ -46,7 +52,7 @@ def _as_bytes(value, code, what):
     return value
 
 
-def _password(password):
+def _password(password: object) -> bytes | None:
     """str/bytes/None -> bytes or None; an empty password counts as none (empty form fields)."""
     if password is None or password in ("", b""):
         return None
@@ -57,19 +63,19 @@ def _password(password):
     raise InputError("wrong_password", f"Expected the password as text or bytes, found {type(password).__name__}.")
 
 
-def _blocks(data):
+def _blocks(data: bytes) -> tuple[_Blocks, int]:
     """PEM blocks of `data` as (label, full block bytes); also the labels of truncated blocks."""
     blocks = [(m.group(1), m.group(0)) for m in _BLOCK.finditer(data)]
     truncated = len(_BEGIN.findall(data)) - len(blocks)
     return blocks, truncated
 
 
-def _labels(blocks):
+def _labels(blocks: _Blocks) -> str:
     """Readable list of PEM labels (labels are public: never the block bodies)."""
     return ", ".join(sorted({label.decode("ascii") for label, _ in blocks})) or "none"
 
 
-def key_type(key):
+def key_type(key: PublicKeyTypes | PrivateKeyTypes) -> str:
     """Human key type of a public or private key: 'RSA 2048', 'EC P-256', 'Ed25519', ..."""
     if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
         return f"RSA {key.key_size}"
@@ -84,7 +90,7 @@ def key_type(key):
     return type(key).__name__.lstrip("_")
 
 
-def cert_key_type(cert):
+def cert_key_type(cert: x509.Certificate) -> str:
     """Key type of a certificate's public key, naming RSA-PSS (cryptography shows it as plain RSA)."""
     kind = key_type(cert.public_key())
     if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
@@ -92,7 +98,7 @@ def cert_key_type(cert):
     return kind
 
 
-def _spki_algorithm(cert):
+def _spki_algorithm(cert: x509.Certificate) -> bytes:
     """DER AlgorithmIdentifier of the certificate's subjectPublicKeyInfo (with its parameters)."""
     tbs = cert.tbs_certificate_bytes
     _, start, end = der.item(tbs, 0)
@@ -103,7 +109,7 @@ def _spki_algorithm(cert):
     return der.children(tbs, spki[1], spki[2])[0][3]
 
 
-def _pkcs8(key, leaf):
+def _pkcs8(key: PrivateKeyTypes, leaf: x509.Certificate) -> bytes:
     """The key as unencrypted PKCS#8 PEM, keeping the certificate's key type.
 
     cryptography loads an RSA-PSS key as plain RSA and would write it back as rsaEncryption;
@@ -120,27 +126,27 @@ def _pkcs8(key, leaf):
     return der.pem(b"PRIVATE KEY", info)
 
 
-def _spki(public_key):
+def _spki(public_key: PublicKeyTypes) -> bytes:
     """DER SubjectPublicKeyInfo, to compare keys."""
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def display_name(name):
+def display_name(name: x509.Name) -> str:
     """A Name in the order `openssl x509 -subject` prints it (C=.., O=.., CN=..), not reversed RFC 4514."""
     return ", ".join("+".join(attr.rfc4514_string() for attr in rdn) for rdn in name.rdns)
 
 
-def _name(cert):
+def _name(cert: x509.Certificate) -> str:
     """Subject of a certificate, for messages."""
     return display_name(cert.subject)
 
 
-def rfc3339(moment):
+def rfc3339(moment: datetime.datetime) -> str:
     """UTC datetime -> '2026-01-02T03:04:05Z'."""
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def san_list(cert):
+def san_list(cert: x509.Certificate) -> list[str]:
     """subjectAltName entries in OpenSSL's 'TYPE:value' spelling."""
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -165,7 +171,7 @@ def san_list(cert):
     return out
 
 
-def _load_certs(blocks, code, what):
+def _load_certs(blocks: _Blocks, code: str, what: str) -> list[x509.Certificate]:
     """Parse CERTIFICATE blocks with cryptography; a bad one -> InputError(code)."""
     certs = []
     for position, (_, block) in enumerate(blocks, 1):
@@ -177,7 +183,7 @@ def _load_certs(blocks, code, what):
     return certs
 
 
-def _load_key(block, password):
+def _load_key(block: bytes, password: bytes | None) -> PrivateKeyTypes:
     """Parse one private key PEM block, mapping failures to stable codes."""
     encrypted = block.startswith(b"-----BEGIN ENCRYPTED ") or b"Proc-Type: 4,ENCRYPTED" in block
     if not encrypted:
@@ -204,7 +210,7 @@ def _load_key(block, password):
     return _check_key_type(key)
 
 
-def _check_key_type(key):
+def _check_key_type(key: PrivateKeyTypes) -> PrivateKeyTypes:
     """Accept the key types TLS client authentication can use with OpenSSL's defaults."""
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:
@@ -217,7 +223,7 @@ def _check_key_type(key):
                      f"found {key_type(key)}.")
 
 
-def _issued_by(cert, issuer):
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True when `issuer` names and signed `cert`."""
     try:
         cert.verify_directly_issued_by(issuer)
@@ -226,7 +232,7 @@ def _issued_by(cert, issuer):
         return False
 
 
-def _order_chain(certs, key):
+def _order_chain(certs: list[x509.Certificate], key: PrivateKeyTypes) -> list[x509.Certificate]:
     """Leaf (the cert matching the key) followed by its issuers, reordering an unordered upload.
 
     Reordering is friendlier than refusing: browsers and keystores export chains in either
@@ -263,7 +269,7 @@ def _order_chain(certs, key):
     return chain
 
 
-def _check_validity(chain, now):
+def _check_validity(chain: list[x509.Certificate], now: datetime.datetime | None) -> None:
     """Refuse a chain with a certificate outside its validity period at `now`."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if now.tzinfo is None:
@@ -284,7 +290,7 @@ _KEY_USAGES = (("content_commitment", "nonRepudiation"), ("key_encipherment", "k
                ("key_cert_sign", "keyCertSign"), ("crl_sign", "cRLSign"))
 
 
-def _check_client_purpose(leaf):
+def _check_client_purpose(leaf: x509.Certificate) -> None:
     """Refuse a leaf certificate not meant for TLS client authentication (servers would refuse it).
 
     OpenSSL's servers say "unsupported certificate purpose" for an Extended Key Usage without
@@ -310,6 +316,20 @@ def _check_client_purpose(leaf):
                          f"Key Usage lacks digitalSignature (found: {found}).")
 
 
+class Metadata(TypedDict):
+    """What `ClientIdentity.metadata` reports."""
+
+    subject: str
+    issuer: str
+    serial: str
+    not_before: str
+    not_after: str
+    fingerprint_sha256: str
+    san: list[str]
+    key_type: str
+    chain_length: int
+
+
 @dataclasses.dataclass(frozen=True)
 class ClientIdentity:
     """Validated client credentials: leaf-first PEM chain and an unencrypted PKCS#8 key, in memory."""
@@ -317,14 +337,15 @@ class ClientIdentity:
     chain_pem: bytes
     key_pem: bytes = dataclasses.field(repr=False)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"ClientIdentity(subject={self.subject!r}, fingerprint_sha256={self.fingerprint_sha256!r}, "
                 f"not_after={rfc3339(self.not_after)!r}, key_type={self.key_type!r})")
 
     __str__ = __repr__
 
     @classmethod
-    def from_pem(cls, cert_pem, key_pem, password=None, now=None, check_validity=True):
+    def from_pem(cls, cert_pem: PemText, key_pem: PemText, password: PemText | None = None,
+                 now: datetime.datetime | None = None, check_validity: bool = True) -> Self:
         """Validate a PEM certificate (plus intermediates) and private key; either may hold both."""
         cert_data = _as_bytes(cert_pem, "invalid_certificate", "the certificate PEM")
         key_data = _as_bytes(key_pem, "invalid_key", "the private key PEM")
@@ -354,7 +375,8 @@ class ClientIdentity:
         return cls._validated(chain, key, now, check_validity)
 
     @classmethod
-    def from_pkcs12(cls, data, password=None, now=None, check_validity=True):
+    def from_pkcs12(cls, data: bytes | bytearray | memoryview, password: PemText | None = None,
+                    now: datetime.datetime | None = None, check_validity: bool = True) -> Self:
         """Validate a DER PKCS#12 (.p12/.pfx) holding a key, its certificate and optional intermediates."""
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
@@ -381,7 +403,7 @@ class ClientIdentity:
         return cls._validated(_order_chain(certs, key), key, now, check_validity)
 
     @classmethod
-    def from_trusted_pem(cls, chain_pem, key_pem):
+    def from_trusted_pem(cls, chain_pem: PemText, key_pem: PemText) -> Self:
         """Rebuild an identity this library validated before (e.g. read back from storage); no re-validation.
 
         Cheap by design: nothing is parsed here; metadata parses the leaf on first use.
@@ -395,7 +417,8 @@ class ClientIdentity:
         return cls(chain_pem, key_pem)
 
     @classmethod
-    def _validated(cls, chain, key, now, check_validity):
+    def _validated(cls, chain: list[x509.Certificate], key: PrivateKeyTypes, now: datetime.datetime | None,
+                   check_validity: bool) -> Self:
         """Build from an ordered chain and a key that matches its leaf."""
         if check_validity:
             _check_validity(chain, now)
@@ -406,62 +429,62 @@ class ClientIdentity:
         return identity
 
     @functools.cached_property
-    def leaf(self):
+    def leaf(self) -> x509.Certificate:
         """The leaf certificate (cryptography x509.Certificate), parsed on first use."""
         end = self.chain_pem.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
         return x509.load_pem_x509_certificate(self.chain_pem[:end])
 
     @functools.cached_property
-    def content_id(self):
+    def content_id(self) -> str:
         """sha256 hex over chain and key: a cache key that changes when either rotates."""
         return hashlib.sha256(self.chain_pem + b"\0" + self.key_pem).hexdigest()
 
     @property
-    def subject(self):
+    def subject(self) -> str:
         """Leaf subject, in openssl's order."""
         return display_name(self.leaf.subject)
 
     @property
-    def issuer(self):
+    def issuer(self) -> str:
         """Leaf issuer, in openssl's order."""
         return display_name(self.leaf.issuer)
 
     @property
-    def serial(self):
+    def serial(self) -> str:
         """Leaf serial number, lowercase hex."""
         return format(self.leaf.serial_number, "x")
 
     @property
-    def not_before(self):
+    def not_before(self) -> datetime.datetime:
         """Start of the leaf's validity (aware UTC)."""
         return self.leaf.not_valid_before_utc
 
     @property
-    def not_after(self):
+    def not_after(self) -> datetime.datetime:
         """End of the leaf's validity (aware UTC)."""
         return self.leaf.not_valid_after_utc
 
     @functools.cached_property
-    def fingerprint_sha256(self):
+    def fingerprint_sha256(self) -> str:
         """sha256 of the leaf DER, lowercase hex without colons."""
         return binascii.hexlify(self.leaf.fingerprint(hashes.SHA256())).decode("ascii")
 
     @property
-    def san(self):
+    def san(self) -> list[str]:
         """subjectAltName entries, e.g. ['DNS:example.com', 'IP:10.0.0.1']."""
         return san_list(self.leaf)
 
     @property
-    def key_type(self):
+    def key_type(self) -> str:
         """Key type from the leaf's public key (it matches the private key): 'EC P-256', 'RSA-PSS 2048', ..."""
         return cert_key_type(self.leaf)
 
     @functools.cached_property
-    def chain_length(self):
+    def chain_length(self) -> int:
         """Number of certificates in the chain."""
         return self.chain_pem.count(b"-----BEGIN CERTIFICATE-----")
 
-    def metadata(self):
+    def metadata(self) -> Metadata:
         """Public, JSON-ready facts about the identity (never key material)."""
         return {
             "subject": self.subject, "issuer": self.issuer, "serial": self.serial,
@@ -471,7 +494,7 @@ class ClientIdentity:
         }
 
 
-def _open_pkcs12(data, secret):
+def _open_pkcs12(data: bytes, secret: bytes | None) -> pkcs12.PKCS12KeyAndCertificates:
     """load_pkcs12 with our error codes.
 
     cryptography raises the same ValueError for a wrong password and for corrupt data, so we
@@ -502,7 +525,7 @@ _OID_PKCS7_DATA = bytes.fromhex("2a864886f70d010701")
 _OID_PKCS7_SIGNED = bytes.fromhex("2a864886f70d010702")
 
 
-def _looks_like_pfx(data):
+def _looks_like_pfx(data: bytes) -> bool:
     """True if `data` is exactly one DER PFX: SEQUENCE { INTEGER 3, ContentInfo(data|signedData), ... }."""
     try:
         tag, start, end = der.item(data, 0)
@@ -520,7 +543,7 @@ def _looks_like_pfx(data):
         return False
 
 
-def parse_ca_bundle(pem):
+def parse_ca_bundle(pem: PemText) -> bytes:
     """Validate a PEM bundle of CA certificates; return it normalized (PEM bytes)."""
     if isinstance(pem, str):
         pem = pem.encode("utf-8")

@@ -1,6 +1,7 @@
 """Password-based encryption: its cost checked before anything derives, and PKCS#8 sealed by hand (RSA-PSS)."""
 
 import os
+from typing import TypeAlias, cast
 
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -15,11 +16,11 @@ OID_HMAC_SHA256 = bytes.fromhex("2a864886f70d0209")
 OID_AES256_CBC = bytes.fromhex("60864801650304012a")  # 2.16.840.1.101.3.4.1.42
 
 
-def _oid(value):
+def _oid(value: bytes) -> bytes:
     return der.tlv(0x06, value)
 
 
-def pkcs8_algorithm(pkcs8_der):
+def pkcs8_algorithm(pkcs8_der: bytes) -> bytes:
     """The algorithm OID (content bytes) of an unencrypted PKCS#8 PrivateKeyInfo."""
     _, start, end = der.item(pkcs8_der, 0)
     algorithm = der.children(pkcs8_der, start, end)[1]
@@ -29,7 +30,7 @@ def pkcs8_algorithm(pkcs8_der):
     return pkcs8_der[os_:oe]
 
 
-def encrypt_pkcs8(pkcs8_der, password, iterations=1):
+def encrypt_pkcs8(pkcs8_der: bytes, password: bytes, iterations: int = 1) -> bytes:
     """EncryptedPrivateKeyInfo PEM of `pkcs8_der`: PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC.
 
     The inner PrivateKeyInfo is kept byte for byte, so its algorithm (e.g. RSASSA-PSS) survives.
@@ -46,7 +47,7 @@ def encrypt_pkcs8(pkcs8_der, password, iterations=1):
     return der.pem(b"ENCRYPTED PRIVATE KEY", der.tlv(0x30, algorithm + der.tlv(0x04, body)))
 
 
-def _int(value):
+def _int(value: int) -> bytes:
     """DER INTEGER content of a non-negative int."""
     return value.to_bytes(value.bit_length() // 8 + 1, "big")
 
@@ -74,11 +75,16 @@ _OID_SHROUDED_KEY_BAG = bytes.fromhex("2a864886f70d010c0a0102")
 _OID_SAFE_CONTENTS_BAG = bytes.fromhex("2a864886f70d010c0a0106")
 
 
+# A BER item as _tree reads it: (tag, bytes) for primitive items, (tag, [children]) for constructed ones.
+Node: TypeAlias = "tuple[int, bytes | list[Node]]"
+
+
 class CostError(ValueError):
     """A password-based KDF asks for more work than we allow; the message names count and cap."""
 
 
-def _tree(data, pos=0, depth=0, limit=None):
+def _tree(data: bytes, pos: int = 0, depth: int = 0,
+          limit: int | None = None) -> tuple[int, bytes | list[Node], int]:
     """(tag, value, next position) of the BER item at `pos`: value is bytes, or a list for constructed items.
 
     BER rather than DER: OpenSSL accepts indefinite lengths and constructed OCTET STRINGs in
@@ -122,47 +128,58 @@ def _tree(data, pos=0, depth=0, limit=None):
     return tag, _joined(tag, items), end
 
 
-def _joined(tag, items):
+def _joined(tag: int, items: list[Node]) -> bytes | list[Node]:
     """A constructed OCTET STRING (BER) as its concatenated bytes; other constructed items as lists."""
     if tag == 0x24:
         return b"".join(value for _, value in items if isinstance(value, bytes))
     return items
 
 
-def _int_of(node):
+def _int_of(node: Node) -> int:
     if node[0] != 0x02 or not isinstance(node[1], bytes):
         raise ValueError("expected INTEGER")
     return int.from_bytes(node[1], "big", signed=True)
 
 
-def _seq(node):
+def _seq(node: Node) -> list[Node]:
     if node[0] != 0x30 or not isinstance(node[1], list):
         raise ValueError("expected SEQUENCE")
     return node[1]
 
 
-def _explicit_octets(node):
+def _explicit_octets(node: Node) -> bytes:
     """Bytes of `[0] EXPLICIT OCTET STRING` (ContentInfo content)."""
-    if node[0] != 0xA0 or not node[1] or node[1][0][0] not in (0x04, 0x24):
+    children = node[1]
+    if node[0] != 0xA0 or not isinstance(children, list) or not children or children[0][0] not in (0x04, 0x24):
         raise ValueError("expected [0] OCTET STRING")
-    return node[1][0][1]
+    return cast(bytes, children[0][1])  # 0x04 is primitive and _joined flattens 0x24: bytes either way
 
 
-def _shown(number):
+def _first(node: Node) -> Node:
+    """The first child of a constructed item (the content of an EXPLICIT tag)."""
+    children = node[1]
+    if isinstance(children, bytes) or not children:  # (isinstance(.., list) would narrow to list[Any])
+        raise ValueError("expected a constructed item")
+    return children[0]
+
+
+def _shown(number: int) -> str:
     """A number for a message; absurd ones (str() of a huge int is slow, and capped) as a power of two."""
     return str(number) if number.bit_length() <= 64 else f"more than 2^{number.bit_length() - 1}"
 
 
-def _check_count(count, what):
+def _check_count(count: int, what: str) -> None:
     if count > MAX_ITERATIONS:
         raise CostError(f"{what} asks for {_shown(count)} key-derivation iterations; "
                         f"at most {MAX_ITERATIONS} are accepted.")
 
 
-def check_algorithm(node, what):
+def check_algorithm(node: Node, what: str) -> None:
     """Refuse a password-based encryption AlgorithmIdentifier whose KDF costs more than the caps."""
     fields = _seq(node)
     oid = fields[0][1]
+    if not isinstance(oid, bytes):  # a constructed item where the OID belongs: the real parser refuses it
+        raise ValueError("expected an algorithm OID")
     if oid in (OID_PBES2, OID_PBMAC1):  # both start with the key derivation function
         kdf = _seq(_seq(fields[1])[0])
         params = _seq(kdf[1]) if len(kdf) > 1 else []
@@ -177,7 +194,7 @@ def check_algorithm(node, what):
         _check_count(_int_of(_seq(fields[1])[1]), what)
 
 
-def check_encrypted_pkcs8(block):
+def check_encrypted_pkcs8(block: bytes) -> None:
     """Check a PEM EncryptedPrivateKeyInfo before it is decrypted; CostError if too costly.
 
     Data that does not parse is left to the real parser, which refuses it with its own error.
@@ -190,7 +207,7 @@ def check_encrypted_pkcs8(block):
         return
 
 
-def check_pkcs12(data):
+def check_pkcs12(data: bytes) -> None:
     """Check a PKCS#12's MAC and every visible encryption before anything derives; CostError if too costly.
 
     Known gap: a shrouded key bag inside an *encrypted* SafeContents is out of sight until
@@ -206,12 +223,12 @@ def check_pkcs12(data):
         auth_safe = _seq(pfx[1])
         if auth_safe[0][1] != _OID_DATA:
             return
-        for info in _seq(_tree(_explicit_octets(auth_safe[1]))[:2]):
-            info = _seq(info)
+        for item in _seq(_tree(_explicit_octets(auth_safe[1]))[:2]):
+            info = _seq(item)
             if info[0][1] == _OID_DATA:
                 _check_bags(_tree(_explicit_octets(info[1]))[:2], 0)
             elif info[0][1] == _OID_ENCRYPTED_DATA:
-                encrypted = _seq(info[1][1][0])  # [0] EXPLICIT EncryptedData
+                encrypted = _seq(_first(info[1]))  # [0] EXPLICIT EncryptedData
                 check_algorithm(_seq(encrypted[1])[1], "The PKCS#12 file's encrypted certificates")
     except CostError:
         raise
@@ -219,13 +236,13 @@ def check_pkcs12(data):
         return  # not the shape we know: load_pkcs12 decides
 
 
-def _check_bags(node, depth):
+def _check_bags(node: Node, depth: int) -> None:
     """Check the shrouded keys in a SafeContents (and nested ones)."""
     if depth > 4:
         raise ValueError("too deep")
-    for bag in _seq(node):
-        bag = _seq(bag)
+    for item in _seq(node):
+        bag = _seq(item)
         if bag[0][1] == _OID_SHROUDED_KEY_BAG:
-            check_algorithm(_seq(bag[1][1][0])[0], "The PKCS#12 file's private key")
+            check_algorithm(_seq(_first(bag[1]))[0], "The PKCS#12 file's private key")
         elif bag[0][1] == _OID_SAFE_CONTENTS_BAG:
-            _check_bags(bag[1][1][0], depth + 1)
+            _check_bags(_first(bag[1]), depth + 1)

@@ -6,25 +6,30 @@ over. Python itself refuses a session made under another context (ValueError), a
 """
 
 import collections
+import ssl
 import threading
+from collections.abc import Callable, Hashable
+from typing import TypeVar, cast
 
 MAX_PEERS = 16  # peers whose session and pool are kept per context (LRU), i.e. per identity
 ENABLED = True  # benchmarks switch reuse off to measure full handshakes and fresh connections
 
 _ATTRIBUTE = "_dyncert_reuse"
 _create_lock = threading.Lock()
+_V = TypeVar("_V")
+_Pool = TypeVar("_Pool")
 
 
 class _Reuse:
     """The sessions and pools of one context, by peer key."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.sessions = collections.OrderedDict()
-        self.pools = collections.OrderedDict()
+        self.sessions: collections.OrderedDict[Hashable, ssl.SSLSession] = collections.OrderedDict()
+        self.pools: collections.OrderedDict[Hashable, object] = collections.OrderedDict()
 
 
-def _of(context):
+def _of(context: ssl.SSLContext) -> _Reuse:
     state = getattr(context, _ATTRIBUTE, None)
     if state is None:
         with _create_lock:
@@ -35,7 +40,7 @@ def _of(context):
     return state
 
 
-def _put(mapping, key, value):
+def _put(mapping: collections.OrderedDict[Hashable, _V], key: Hashable, value: _V) -> None:
     mapping[key] = value
     mapping.move_to_end(key)
     while len(mapping) > MAX_PEERS:
@@ -44,7 +49,7 @@ def _put(mapping, key, value):
             dropped.close()
 
 
-def session(context, peer):
+def session(context: ssl.SSLContext, peer: Hashable) -> ssl.SSLSession | None:
     """The TLS session to offer `peer` under `context`, or None."""
     if not ENABLED:
         return None
@@ -53,7 +58,8 @@ def session(context, peer):
         return state.sessions.get(peer)
 
 
-def remember(context, peer, sock, session=None):
+def remember(context: ssl.SSLContext, peer: Hashable, sock: ssl.SSLSocket,
+             session: ssl.SSLSession | None = None) -> bool:
     """Keep the session of a finished exchange with `peer` for the next connection; True if kept.
 
     `session`: sock's session if the caller has just read it (reading `sock.session` copies the
@@ -71,7 +77,7 @@ def remember(context, peer, sock, session=None):
     return True
 
 
-def pool(context, peer, make):
+def pool(context: ssl.SSLContext, peer: Hashable, make: Callable[[], _Pool]) -> _Pool | None:
     """The keep-alive pool for `peer` under `context`, made by `make()` the first time (None: reuse off)."""
     if not ENABLED:
         return None
@@ -80,7 +86,7 @@ def pool(context, peer, make):
         found = state.pools.get(peer)
         if found is not None:
             state.pools.move_to_end(peer)
-            return found
+            return cast(_Pool, found)  # made by `make` for this peer key: callers use one kind of pool per key
         made = make()
         _put(state.pools, peer, made)
         return made

@@ -2,18 +2,27 @@
 
 import platform
 import ssl
+from typing import TypedDict
 
 # Versions dyncert will negotiate: RFC 8996 deprecates TLS 1.0 and 1.1.
 SUPPORTED = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
 
 
-def tls_versions():
+def tls_versions() -> list[str]:
     """TLS versions this OpenSSL build offers among those dyncert allows."""
     flags = {ssl.TLSVersion.TLSv1_2: ssl.HAS_TLSv1_2, ssl.TLSVersion.TLSv1_3: ssl.HAS_TLSv1_3}
     return [v.name.replace("_", ".") for v in SUPPORTED if flags[v]]  # "TLSv1.2", as ssl reports it
 
 
-def facts():
+class Facts(TypedDict):
+    """What `facts` reports."""
+
+    python: str
+    openssl: str
+    tls_versions: list[str]
+
+
+def facts() -> Facts:
     """Python version, OpenSSL version and TLS versions, as plain values."""
     return {
         "python": platform.python_version(),

@@ -5,6 +5,8 @@ import ipaddress
 import re
 import socket
 import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias, cast
 
 from .errors import InputError, RemoteError
 
@@ -19,6 +21,11 @@ METADATA_ADDRESSES = frozenset({
 })
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: embeds an IPv4 address
 
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+# One socket.getaddrinfo entry: (family, type, proto, canonname, sockaddr). The sockaddr is Any as in
+# typeshed's own socket types (its returned addresses are Any): (host, port[, flowinfo, scope_id]) here.
+AddrInfo: TypeAlias = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -26,19 +33,19 @@ class Target:
 
     host: str
     port: int = 443
-    server_hostname: str = None
+    server_hostname: str | None = None
 
     @property
-    def sni(self):
+    def sni(self) -> str:
         """The name sent as SNI and checked against the peer's certificate."""
         return self.server_hostname or self.host
 
-    def __str__(self):
+    def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
 
-def _ip(text):
+def _ip(text: str) -> IPAddress | None:
     """ipaddress object for an IP literal (IPv6 may be bracketed), else None."""
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
@@ -48,7 +55,7 @@ def _ip(text):
         return None
 
 
-def _embedded_ipv4(ip):
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     """The IPv4 address carried inside an IPv6 one (mapped, compatible, 6to4, NAT64), else None."""
     if ip.version != 6:
         return None
@@ -61,7 +68,7 @@ def _embedded_ipv4(ip):
     return None
 
 
-def forbidden_address(ip):
+def forbidden_address(ip: str | IPAddress) -> bool:
     """True for link-local (169.254/16, fe80::/10, and IPv4 forms inside IPv6) or a metadata address."""
     if isinstance(ip, str):
         ip = ipaddress.ip_address(ip.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
@@ -69,7 +76,7 @@ def forbidden_address(ip):
     return any(a.is_link_local or a in METADATA_ADDRESSES for a in (ip, inner) if a is not None)
 
 
-def _is_dns_name(name):
+def _is_dns_name(name: str) -> bool:
     """RFC 1123 host name (ASCII, <= 253, labels 1-63 of letters/digits/hyphens) whose top label is not numeric."""
     if not name or len(name) > MAX_NAME or not name.isascii():
         return False
@@ -78,7 +85,7 @@ def _is_dns_name(name):
     return all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
 
 
-def _normalize_host(host, what):
+def _normalize_host(host: object, what: str) -> str:
     """Lowercase DNS name without trailing dot, or compressed IP literal; InputError invalid_target if neither."""
     if not isinstance(host, str):
         raise InputError("invalid_target", f"Expected the {what} as text, found {type(host).__name__}.")
@@ -93,7 +100,7 @@ def _normalize_host(host, what):
     return name.lower()
 
 
-def _refuse_forbidden(host):
+def _refuse_forbidden(host: str) -> None:
     """InputError target_not_allowed for a metadata name or a link-local/metadata IP literal."""
     ip = _ip(host)
     if host.lower().rstrip(".") in METADATA_NAMES or (ip is not None and forbidden_address(ip)):
@@ -101,7 +108,7 @@ def _refuse_forbidden(host):
                          "metadata-server addresses could expose the platform's credentials.")
 
 
-def validate_target(host, port=443, server_hostname=None):
+def validate_target(host: str, port: int = 443, server_hostname: str | None = None) -> Target:
     """A normalized Target, or InputError invalid_target / target_not_allowed."""
     host = _normalize_host(host, "host")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -116,7 +123,7 @@ def validate_target(host, port=443, server_hostname=None):
 
 # --- ALLOWED_TARGETS --------------------------------------------------------------------------
 
-def _parse_pattern(pattern):
+def _parse_pattern(pattern: str) -> tuple[str, int | None]:
     """'host', 'host:port', '*.example.com[:port]', '[::1]:443' or '::1' -> (host, port or None)."""
     text = pattern.strip().lower()
     port = None
@@ -131,16 +138,15 @@ def _parse_pattern(pattern):
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(f"ALLOWED_TARGETS: expected 'host' or 'host:port' with a port from 1 to 65535, "
                              f"found {pattern!r}")
-        port = int(port)
     wildcard = host.startswith("*.")
     try:
         host = _normalize_host(host[2:] if wildcard else host, "ALLOWED_TARGETS host")
     except InputError as e:
         raise ValueError(f"ALLOWED_TARGETS: {e.message}") from None
-    return ("*." + host if wildcard else host), port
+    return ("*." + host if wildcard else host), (None if port is None else int(port))
 
 
-def parse_allowed(env_value):
+def parse_allowed(env_value: str | Iterable[str] | None) -> list[str] | None:
     """ALLOWED_TARGETS (comma-separated patterns) -> list of normalized patterns, or None when unset/empty."""
     if env_value is None:
         return None
@@ -157,7 +163,7 @@ def parse_allowed(env_value):
     return out
 
 
-def _matches(host, port, pattern):
+def _matches(host: str, port: int, pattern: str) -> bool:
     """True if (host, port) matches one parsed pattern; '*.example.com' matches names under it at any depth."""
     pattern_host, pattern_port = _parse_pattern(pattern)
     if pattern_port is not None and pattern_port != port:
@@ -167,7 +173,7 @@ def _matches(host, port, pattern):
     return host == pattern_host
 
 
-def check_allowed(target, allowed):
+def check_allowed(target: Target, allowed: str | Iterable[str] | None) -> Target:
     """InputError target_not_allowed unless `target` is permitted (always refused; then `allowed`, None = any)."""
     _refuse_forbidden(target.host)
     if allowed is None:
@@ -181,13 +187,13 @@ def check_allowed(target, allowed):
 
 # --- resolution -------------------------------------------------------------------------------
 
-def _getaddrinfo(host, port, timeout):
+def _getaddrinfo(host: str, port: int, timeout: float) -> Sequence[AddrInfo]:
     """socket.getaddrinfo (TCP) bounded by `timeout`: the resolver call itself cannot be interrupted."""
     if _ip(host) is not None:  # a literal needs no resolver
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    box = {}
+    box: dict[str, object] = {}  # work() leaves the addrinfo list under "result" or its OSError under "error"
 
-    def work():
+    def work() -> None:
         try:
             box["result"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as e:
@@ -199,11 +205,11 @@ def _getaddrinfo(host, port, timeout):
     if worker.is_alive():
         raise RemoteError("timeout", f"DNS resolution of {host!r} took longer than {timeout:g} s.")
     if "error" in box:
-        raise box["error"]
-    return box["result"]
+        raise cast(OSError, box["error"])
+    return cast(Sequence[AddrInfo], box["result"])
 
 
-def resolve(target, timeout):
+def resolve(target: Target, timeout: float) -> Sequence[AddrInfo]:
     """Resolve target.host to TCP addrinfo tuples, refusing the call if any address is link-local/metadata.
 
     Callers connect only to these checked addresses, so a name cannot be re-pointed
