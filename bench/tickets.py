@@ -37,6 +37,9 @@ def run(p, rounds, duration, log):
         return timing.timed(call)
 
     with peers.SServer(p, "1.3") as ticketing, NoTicketSServer(p) as silent:
+        for port in (ticketing.port, silent.port):  # as in the app, a first call learns whether it issues tickets
+            calls.handshake(ctx, Target("127.0.0.1", port, paths.SNI), hs.identity.fingerprint_sha256,
+                            timeouts=paths.TIMEOUTS)
         ops = {"tickets_full": op("tickets_full", ticketing.port, False),
                "no_tickets_full": op("no_tickets_full", silent.port, False),
                "tickets_reuse": op("tickets_reuse", ticketing.port, True),

@@ -1,5 +1,6 @@
 """Outbound mTLS calls (handshake, HTTPS request, raw echo) -> result records; failures -> RemoteError codes."""
 
+import collections
 import dataclasses
 import functools
 import heapq
@@ -351,9 +352,47 @@ def _connect_tcp(infos: Sequence[targets.AddrInfo], timeout: float) -> socket.so
     raise cast(OSError, error)  # resolve() never returns an empty list: some address was tried
 
 
-def verdict_wait(answer_seconds: float, timeout: float) -> float:
-    """How long to wait for a TLS 1.3 server's alert, given its answer time in the handshake."""
+def verdict_wait(answer_seconds: float, timeout: float, tickets_expected: bool = False) -> float:
+    """How long to wait for a TLS 1.3 server's verdict, given its answer time in the handshake.
+
+    A server that issues tickets sends one at once when it accepts, so waiting the full
+    TICKET_WAIT costs nothing then and still sees a refusal that is slow to come (a busy JVM);
+    only a server known to issue none gets the short wait sized by its answer time.
+    """
+    if tickets_expected:
+        return min(timeout, TICKET_WAIT)
     return min(timeout, TICKET_WAIT, max(VERDICT_FLOOR, VERDICT_FACTOR * answer_seconds))
+
+
+class _TicketIssuers:
+    """Whether each TLS 1.3 server issues session tickets, as last seen (a bounded LRU).
+
+    Server behaviour, never identity: any call to the server may learn it. A server not met yet
+    counts as an issuer (most are: OpenSSL, nginx, Java, Go by default), so its first refusal is
+    never missed; a server that sends none is known after one call and then costs the short wait.
+    """
+
+    MAX = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: collections.OrderedDict[targets.Target, bool] = collections.OrderedDict()
+
+    def expected(self, target: targets.Target) -> bool:
+        """True unless `target` was seen to issue no ticket last time."""
+        with self._lock:
+            return self._seen.get(target, True)
+
+    def learn(self, target: targets.Target, issues: bool) -> None:
+        """Remember what the last verdict wait saw."""
+        with self._lock:
+            self._seen[target] = issues
+            self._seen.move_to_end(target)
+            while len(self._seen) > self.MAX:
+                self._seen.popitem(last=False)
+
+
+ticket_issuers = _TicketIssuers()
 
 
 def _timed_handshake(sock: ssl.SSLSocket, timeout: float) -> float:
@@ -482,7 +521,10 @@ def _open_tls(context: ssl.SSLContext, target: targets.Target, timeouts: Timeout
         early, session, verdict = b"", None, True
         if await_verdict:
             budget = deadline.timeout(timeouts.handshake)
-            early, session, verdict = _await_verdict(sock, budget, verdict_wait(answer, budget))
+            expected = ticket_issuers.expected(target)
+            early, session, verdict = _await_verdict(sock, budget, verdict_wait(answer, budget, expected))
+            if session is not None or not verdict:  # a ticket came, or the wait ended with neither
+                ticket_issuers.learn(target, session is not None)
         sock.settimeout(deadline.timeout(timeouts.read))
         return sock, early, session, verdict
     except BaseException as e:

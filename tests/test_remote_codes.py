@@ -82,6 +82,10 @@ def test_stunnel_tls13_rejection_is_exact_100_of_100(world):
 
 def test_no_ticket_server_rejection_is_seen_100_of_100(world):
     with OpenSSLServer(world["server"], world["pki"].ca_pem, tls="1.3", num_tickets=0) as peer:
+        # One accepted handshake first: the server is then known to issue no tickets and every
+        # refusal below is caught within the short wait, not the full TICKET_WAIT.
+        assert calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)["ok"]
+        assert calls.ticket_issuers.expected(target(peer)) is False
         seen = codes_of(calls.handshake, 100, ctx(world, "bad"), target(peer), "fp", timeouts=FAST)
     assert seen == {"peer_rejected_certificate": 100}
 
@@ -98,12 +102,39 @@ def test_no_ticket_server_acceptance_without_a_fixed_wait(world):
     with OpenSSLServer(world["server"], world["pki"].ca_pem, tls="1.3", num_tickets=0) as peer:
         calls._await_verdict = spy
         try:
-            result = calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)
+            first = calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)
+            second = calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)
         finally:
             calls._await_verdict = original
-    assert result["ok"] and result["tls_version"] == "TLSv1.3"
-    assert result["note"] == calls.NO_VERDICT_NOTE
-    assert waits and calls.VERDICT_FLOOR <= waits[0] < calls.TICKET_WAIT
+    for result in (first, second):
+        assert result["ok"] and result["tls_version"] == "TLSv1.3"
+        assert result["note"] == calls.NO_VERDICT_NOTE
+    # A server met for the first time counts as a ticket issuer (its refusal is never missed);
+    # once known to issue none, its wait is sized by its answer time.
+    assert waits[0] == calls.TICKET_WAIT and calls.VERDICT_FLOOR <= waits[1] < calls.TICKET_WAIT
+
+
+def test_a_ticketing_server_gets_the_full_wait_for_its_verdict(world):
+    # A slow refusal (a busy JVM) must not pass for acceptance: a server that issues tickets sends
+    # one at once when it accepts, so only its refusal waits, and it may take up to TICKET_WAIT.
+    with OpenSSLServer(world["server"], world["pki"].ca_pem, tls="1.3") as peer:
+        assert calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)["ok"]
+        assert calls.ticket_issuers.expected(target(peer)) is True
+    assert calls.verdict_wait(0.0001, 10, tickets_expected=True) == calls.TICKET_WAIT
+    assert calls.verdict_wait(0.0001, 0.2, tickets_expected=True) == 0.2  # never past the budget
+
+
+def test_ticket_issuers_are_remembered_per_server_and_bounded():
+    issuers = calls._TicketIssuers()
+    a, b = targets.Target("127.0.0.1", 1), targets.Target("127.0.0.1", 2)
+    assert issuers.expected(a) is True  # not met yet: assume tickets, so no refusal slips by
+    issuers.learn(a, False)
+    assert issuers.expected(a) is False and issuers.expected(b) is True
+    issuers.learn(a, True)  # a server that starts issuing tickets is believed at once
+    assert issuers.expected(a) is True
+    for port in range(issuers.MAX + 1):
+        issuers.learn(targets.Target("127.0.0.1", 1000 + port), False)
+    assert len(issuers._seen) == issuers.MAX
 
 
 @pytest.mark.parametrize("answer, wait", [(0.0001, calls.VERDICT_FLOOR), (0.002, 0.002 * calls.VERDICT_FACTOR),
