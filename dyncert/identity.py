@@ -241,8 +241,10 @@ def _order_chain(certs, key):
             unique.append(cert)
     leaves = [c for c in unique if _spki(c.public_key()) == spki]
     if not leaves:
-        cert_type, key_kind = key_type(unique[0].public_key()), key_type(key)
-        found = f"both {cert_type}, but different keys" if cert_type == key_kind else \
+        cert_type, key_kind = cert_key_type(unique[0]), key_type(key)
+        # cryptography reads an RSA-PSS private key as RSA: compare families, name the certificate's real type.
+        same = key_type(unique[0].public_key()) == key_kind
+        found = f"both {cert_type}, but different keys" if same else \
             f"certificate public key: {cert_type}, private key: {key_kind}"
         raise InputError("key_mismatch", f"The private key does not match the certificate ({found}).")
     chain, rest = [leaves[0]], [c for c in unique if c is not leaves[0]]
