@@ -326,8 +326,11 @@ class ClientIdentity:
     __str__ = __repr__
 
     @classmethod
-    def from_pem(cls, cert_pem, key_pem, password=None, now=None, check_validity=True):
-        """Validate a PEM certificate (plus intermediates) and private key; either may hold both."""
+    def from_pem(cls, cert_pem, key_pem, password=None, now=None, check_validity=True, check_purpose: bool = True):
+        """Validate a PEM certificate (plus intermediates) and private key; either may hold both.
+
+        check_purpose=False skips the client-auth purpose check (compat.wrap_socket: the seed left it to the server).
+        """
         cert_data = _as_bytes(cert_pem, "invalid_certificate", "the certificate PEM")
         key_data = _as_bytes(key_pem, "invalid_key", "the private key PEM")
         cert_blocks, cert_cut = _blocks(cert_data)
@@ -353,10 +356,10 @@ class ClientIdentity:
                              f"RSA PRIVATE KEY or EC PRIVATE KEY), found {found}.")
         key = _load_key(keys[0][1], _password(password))
         chain = _order_chain(_load_certs(certs, "invalid_certificate", "the certificate PEM"), key)
-        return cls._validated(chain, key, now, check_validity)
+        return cls._validated(chain, key, now, check_validity, check_purpose)
 
     @classmethod
-    def from_pkcs12(cls, data, password=None, now=None, check_validity=True):
+    def from_pkcs12(cls, data, password=None, now=None, check_validity=True, check_purpose: bool = True):
         """Validate a DER PKCS#12 (.p12/.pfx) holding a key, its certificate and optional intermediates."""
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
@@ -380,7 +383,7 @@ class ClientIdentity:
             raise InputError("invalid_pkcs12", f"Expected at most {MAX_CHAIN} certificates in the PKCS#12 file, "
                              f"found {len(certs)}.")
         key = _check_key_type(p12.key)
-        return cls._validated(_order_chain(certs, key), key, now, check_validity)
+        return cls._validated(_order_chain(certs, key), key, now, check_validity, check_purpose)
 
     @classmethod
     def from_trusted_pem(cls, chain_pem, key_pem):
@@ -397,11 +400,12 @@ class ClientIdentity:
         return cls(chain_pem, key_pem)
 
     @classmethod
-    def _validated(cls, chain, key, now, check_validity):
+    def _validated(cls, chain, key, now, check_validity, check_purpose: bool = True):
         """Build from an ordered chain and a key that matches its leaf."""
         if check_validity:
             _check_validity(chain, now)
-        _check_client_purpose(chain[0])
+        if check_purpose:
+            _check_client_purpose(chain[0])
         chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
         identity = cls(chain_pem, _pkcs8(key, chain[0]))
         identity.__dict__["leaf"] = chain[0]  # already parsed: spare the lazy parse
