@@ -598,7 +598,8 @@ def lifecycle_values(entity, lifecycle):
             "history": models.history(entity.key.parent().id(), entity.key.id()), "key_types": csr.KEY_TYPES,
             "csr_form": lifecycle.get("csr_form") or {"key_type": csr.DEFAULT_KEY_TYPE, "CN": common_name(
                 entity.subject or (entity.next and entity.next.subject) or (pending and pending.subject))},
-            "lifecycle_error": lifecycle.get("error"), "lifecycle_saved": lifecycle.get("saved")}
+            "lifecycle_error": lifecycle.get("error"), "lifecycle_saved": lifecycle.get("saved"),
+            "next_form": lifecycle.get("next_form") or {}}
 
 
 def common_name(subject):
@@ -669,6 +670,8 @@ class UploadNext(LifecycleAction):
             raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         cert = _text(self.request.POST, "cert")
         cert_file = _file(self.request.POST, "certfile")
+        typed = {name: _text(self.request.POST, name).strip() for name in ("host", "port", "server_hostname",
+                                                                             "tls_version")}
         try:
             if cert_file:
                 cert = _pem_text(cert_file, "invalid_certificate", "certificate")
@@ -679,7 +682,7 @@ class UploadNext(LifecycleAction):
             models.stage_next(employee, address, dict(next_target_form(self.request.POST), cert=cert), self.settings,
                               actor=actor(self))
         except (InputError, models.Conflict) as e:
-            return self.refused(employee, address, e)
+            return self.refused(employee, address, e, next_form=typed)  # the server as typed (no CA: may hold a key)
         self.redirect(detail_url(employee, int(address)) + "?saved=next#rotation", code=303)
 
 

@@ -203,3 +203,29 @@ def test_the_plain_upload_form_still_replaces_the_current_identity(browser, admi
     stage_fields(page, world["second"]).submit(status=303)
     view = admin.get(API).json
     assert view["fingerprint_sha256"] == world["second"].fingerprint_sha256 and view["next"] is None
+
+
+def test_signed_upload_with_a_bad_port_keeps_the_typed_server_and_changes_nothing(browser, admin, world):
+    csr_pem = pending_only(admin)
+    page = browser.get(PAGE)
+    refused = browser.post(PAGE + "/next", {"cert": sign_csr(world["pki"].clients_ca, csr_pem), "host": "peer.example",
+                                            "port": "\u0664\u0664\u0663", "server_hostname": "sni.example",
+                                            "csrf_token": token_of(page)}, status=400)
+    assert refused.html.select_one("#lifecycle-error code").text == "invalid_request"
+    assert refused.html.select_one("#next-host")["value"] == "peer.example"
+    assert refused.html.select_one("#next-sni")["value"] == "sni.example"
+    admin.get(API + "/next", status=404)
+    assert admin.get(API + "/csr").json["pending"]["subject"] == "CN=asalieri-two"
+
+
+def test_stage_as_next_without_the_csrf_token_is_refused(browser, admin, world):
+    admin.put_json(API, body_of(world["first"]), status=201)
+    before = admin.get(API).json
+    fields = dict(body_of(world["second"]), employee="asalieri", address="2", stage="next", port="443")
+    del fields["ca_certs"]
+    browser.post("/admin/new", fields, status=403)
+    assert admin.get(API).json == before
+    admin.get(API + "/next", status=404)
+    page = stage_form(browser)  # the twin: the same post with the page's token stages it
+    browser.post("/admin/new", dict(fields, csrf_token=token_of(page)), status=303)
+    assert admin.get(API + "/next").json["next"]["fingerprint_sha256"] == world["second"].fingerprint_sha256
