@@ -405,6 +405,11 @@ def list_entities():
     return [e for e in Address.query().order(Address.key).fetch() if has_current(e)]
 
 
+def list_records():
+    """Every Address entity, also those with only a pending key or a staged next (the admin list shows all)."""
+    return Address.query().order(Address.key).fetch()
+
+
 def count_identities():
     """How many identities are stored."""
     return Address.query(Address.fingerprint_sha256 > "").count()  # skips pending-only addresses

@@ -14,6 +14,8 @@ FREE_ATTEMPTS = 3            # wrong tokens allowed before the first delay
 FIRST_DELAY = 10             # seconds after the first failure beyond those; doubled per further one
 MAX_DELAY = 15 * 60          # ... up to this many seconds
 FORGET_AFTER = 3600          # failures older than this are forgotten
+# A counter idle this long is past any lockout (retry_at <= last + MAX_DELAY) and forgotten anyway.
+PURGE_IDLE = max(FORGET_AFTER, MAX_DELAY)
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 UTC = datetime.timezone.utc
 
@@ -32,7 +34,7 @@ class SignInAttempts(ndb.Model):
     """Wrong tokens sent from one client address (its id is a hash of the address)."""
 
     failures = ndb.IntegerProperty(indexed=False, default=0)
-    last = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+    last = ndb.DateTimeProperty(tzinfo=UTC)  # indexed: the daily cron deletes idle counters
     retry_at = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
 
 
@@ -83,6 +85,14 @@ def end(session_id):
 def purge_expired(now=None):
     """Delete the records of sessions past their end (those never looked up again); returns how many."""
     keys = Session.query(Session.expires < _now(now)).fetch(keys_only=True)
+    ndb.delete_multi(keys)
+    return len(keys)
+
+
+def purge_idle_attempts(now=None):
+    """Delete sign-in counters idle longer than PURGE_IDLE (deleting one changes no answer); returns how many."""
+    cutoff = _now(now) - datetime.timedelta(seconds=PURGE_IDLE)
+    keys = SignInAttempts.query(SignInAttempts.last < cutoff).fetch(keys_only=True)
     ndb.delete_multi(keys)
     return len(keys)
 

@@ -22,7 +22,7 @@ from cryptography import x509
 
 from . import reuse, targets
 from .errors import DyncertError, InputError, RemoteError
-from .identity import rfc3339, san_list
+from .identity import display_name, rfc3339, san_list
 
 MAX_BODY = 64 * 1024
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -238,7 +238,7 @@ _TLS_FIELDS = dataclasses.fields(TLSInfo)
 def _parsed_peer_facts(der: bytes) -> tuple[str, str, tuple[str, ...], str]:
     """(subject, issuer, san tuple, not_after) of a DER certificate; a peer shows the same one call after call."""
     cert = x509.load_der_x509_certificate(der)
-    return (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), tuple(san_list(cert)),
+    return (display_name(cert.subject), display_name(cert.issuer), tuple(san_list(cert)),  # openssl order
             rfc3339(cert.not_valid_after_utc))
 
 

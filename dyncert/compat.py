@@ -115,9 +115,11 @@ def _cached_context(certfile: object, keyfile: object, trust: _context.CaCerts |
         ctx, not_before, not_after = cast(tuple[ssl.SSLContext, datetime.datetime, datetime.datetime], entry)
         now = datetime.datetime.now(datetime.timezone.utc)
         if not not_before <= now <= not_after:
-            ClientIdentity.from_pem(cert_pem, key_pem, now=now)  # raises the precise expiry error
+            ClientIdentity.from_pem(cert_pem, key_pem, now=now, check_purpose=False)  # the precise expiry error
         return ctx
-    identity = ClientIdentity.from_pem(cert_pem, key_pem)
+    # No purpose check, as in the seed: the server decides (stored identities passed it at upload, and one
+    # stored before the check must keep working here as it does in handshake and request).
+    identity = ClientIdentity.from_pem(cert_pem, key_pem, check_purpose=False)
     ctx = _client_context(identity, trust, version, check_hostname, verify, ciphers)
     return cast(tuple[ssl.SSLContext, datetime.datetime, datetime.datetime],
                 _contexts.put(key, (ctx, identity.not_before, identity.not_after)))[0]

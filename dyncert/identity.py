@@ -247,8 +247,10 @@ def _order_chain(certs: list[x509.Certificate], key: PrivateKeyTypes) -> list[x5
             unique.append(cert)
     leaves = [c for c in unique if _spki(c.public_key()) == spki]
     if not leaves:
-        cert_type, key_kind = key_type(unique[0].public_key()), key_type(key)
-        found = f"both {cert_type}, but different keys" if cert_type == key_kind else \
+        cert_type, key_kind = cert_key_type(unique[0]), key_type(key)
+        # cryptography reads an RSA-PSS private key as RSA: compare families, name the certificate's real type.
+        same = key_type(unique[0].public_key()) == key_kind
+        found = f"both {cert_type}, but different keys" if same else \
             f"certificate public key: {cert_type}, private key: {key_kind}"
         raise InputError("key_mismatch", f"The private key does not match the certificate ({found}).")
     chain, rest = [leaves[0]], [c for c in unique if c is not leaves[0]]
@@ -345,8 +347,12 @@ class ClientIdentity:
 
     @classmethod
     def from_pem(cls, cert_pem: PemText, key_pem: PemText, password: PemText | None = None,
-                 now: datetime.datetime | None = None, check_validity: bool = True) -> Self:
-        """Validate a PEM certificate (plus intermediates) and private key; either may hold both."""
+                 now: datetime.datetime | None = None, check_validity: bool = True,
+                 check_purpose: bool = True) -> Self:
+        """Validate a PEM certificate (plus intermediates) and private key; either may hold both.
+
+        check_purpose=False skips the client-auth purpose check (compat.wrap_socket: the seed left it to the server).
+        """
         cert_data = _as_bytes(cert_pem, "invalid_certificate", "the certificate PEM")
         key_data = _as_bytes(key_pem, "invalid_key", "the private key PEM")
         cert_blocks, cert_cut = _blocks(cert_data)
@@ -372,11 +378,12 @@ class ClientIdentity:
                              f"RSA PRIVATE KEY or EC PRIVATE KEY), found {found}.")
         key = _load_key(keys[0][1], _password(password))
         chain = _order_chain(_load_certs(certs, "invalid_certificate", "the certificate PEM"), key)
-        return cls._validated(chain, key, now, check_validity)
+        return cls._validated(chain, key, now, check_validity, check_purpose)
 
     @classmethod
     def from_pkcs12(cls, data: bytes | bytearray | memoryview, password: PemText | None = None,
-                    now: datetime.datetime | None = None, check_validity: bool = True) -> Self:
+                    now: datetime.datetime | None = None, check_validity: bool = True,
+                    check_purpose: bool = True) -> Self:
         """Validate a DER PKCS#12 (.p12/.pfx) holding a key, its certificate and optional intermediates."""
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
@@ -400,7 +407,7 @@ class ClientIdentity:
             raise InputError("invalid_pkcs12", f"Expected at most {MAX_CHAIN} certificates in the PKCS#12 file, "
                              f"found {len(certs)}.")
         key = _check_key_type(p12.key)
-        return cls._validated(_order_chain(certs, key), key, now, check_validity)
+        return cls._validated(_order_chain(certs, key), key, now, check_validity, check_purpose)
 
     @classmethod
     def from_trusted_pem(cls, chain_pem: PemText, key_pem: PemText) -> Self:
@@ -418,11 +425,12 @@ class ClientIdentity:
 
     @classmethod
     def _validated(cls, chain: list[x509.Certificate], key: PrivateKeyTypes, now: datetime.datetime | None,
-                   check_validity: bool) -> Self:
+                   check_validity: bool, check_purpose: bool = True) -> Self:
         """Build from an ordered chain and a key that matches its leaf."""
         if check_validity:
             _check_validity(chain, now)
-        _check_client_purpose(chain[0])
+        if check_purpose:
+            _check_client_purpose(chain[0])
         chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
         identity = cls(chain_pem, _pkcs8(key, chain[0]))
         identity.__dict__["leaf"] = chain[0]  # already parsed: spare the lazy parse

@@ -135,7 +135,8 @@ def _parse_pattern(pattern: str) -> tuple[str, int | None]:
     else:
         host, sep, port = text.rpartition(":") if ":" in text else (text, "", None)
     if port is not None:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        # ASCII digits only: str.isdigit() and int() also take "²" (an error) and "١" (read as 1).
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
             raise ValueError(f"ALLOWED_TARGETS: expected 'host' or 'host:port' with a port from 1 to 65535, "
                              f"found {pattern!r}")
     wildcard = host.startswith("*.")

@@ -164,11 +164,41 @@ def expiry(not_before, not_after, now=None):
 
 
 def row(entity, now=None):
-    """The public view of an entity with its expiry status and page URL."""
+    """The public view of an entity with its expiry status and page URL (also without a current identity)."""
     view = models.public_view(entity)
-    view["expiry"] = expiry(entity.not_before, entity.not_after, now)
+    current = models.has_current(entity)
+    view["has_current"] = current
+    view["expiry"] = expiry(entity.not_before, entity.not_after, now) if current else None
+    view["holds"] = None if current else holdings(entity)
+    view["shown"] = shown_slot(entity)
     view["url"] = detail_url(view["employee"], view["address"])
     return view
+
+
+def holdings(entity):
+    """What an address without a current identity holds, in words: 'no current identity: next staged'."""
+    held = [name for name, slot in (("next staged", entity.next), ("pending key", entity.pending)) if slot]
+    return "no current identity" + (": " + ", ".join(held) if held else "")
+
+
+def shown_slot(entity):
+    """What the list shows for an address: its current identity, else its next, else its pending key's request."""
+    slot = entity if models.has_current(entity) else entity.next
+    if slot is not None:
+        return {"subject": slot.subject, "key_type": slot.key_type, "host": slot.host, "port": slot.port,
+                "server_hostname": slot.server_hostname, "fingerprint_sha256": slot.fingerprint_sha256}
+    pending = entity.pending
+    return {"subject": pending.subject if pending else None, "key_type": pending.key_type if pending else None,
+            "host": None, "port": None, "server_hostname": None, "fingerprint_sha256": None}
+
+
+def target_query(employee, address, slot, **extra):
+    """The upload form's query: the address and, when there is one, the slot's target (never 'None')."""
+    query = {"employee": employee, "address": address}
+    if slot is not None:
+        query.update(host=slot.host or "", port=slot.port or "", server_hostname=slot.server_hostname or "",
+                     tls_version=slot.tls_version or "TLS")
+    return "/admin/new?" + urllib.parse.urlencode(dict(query, **extra))
 
 
 class AdminHandler(PageHandler):
@@ -197,7 +227,7 @@ class List(AdminHandler):
         if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}/[0-9]{1,16}", deleted):
             deleted = None
         query = self.request.get("q").strip()[:200]
-        entities = models.list_entities()
+        entities = models.list_records()  # also addresses with only a pending key or a staged next
         shown = [e for e in entities if matches(e, query)]
         last = models.last_calls(shown)
         rows = [dict(row(e, now), last=last_result(last.get(f"{e.key.parent().id()}/{e.key.id()}"), now))
@@ -212,7 +242,8 @@ def matches(entity, query):
         return True
     haystack = " ".join(str(v or "") for v in (
         f"{entity.key.parent().id()}/{entity.key.id()}", entity.subject, entity.issuer, entity.host,
-        f"{entity.host}:{entity.port}", entity.server_hostname, entity.fingerprint_sha256))
+        f"{entity.host}:{entity.port}", entity.server_hostname, entity.fingerprint_sha256,
+        *(shown_slot(entity).values()), entity.pending and entity.pending.subject))
     return query.lower() in haystack.lower()
 
 
@@ -366,28 +397,31 @@ class New(AdminHandler):
 
     def get(self):
         query = self.request.GET
+        staging = query.get("stage") == "next"  # "stage as next": PUT .../next semantics, calls keep the current
         shown = dict(employee=query.get("employee", ""), address=query.get("address", ""), cert="",
                      ca_certs="", host=query.get("host", ""), port=query.get("port", "") or "443",
                      server_hostname=query.get("server_hostname", ""),
                      tls_version=query.get("tls_version", "TLS"))
-        replacing = self._existing(shown["employee"], shown["address"])
-        if replacing is not None and replacing.ca_certs:
-            shown["ca_certs"] = replacing.ca_certs  # public; keeps the trust when only the cert rotates
-        self.show_form(shown, {}, replacing)
+        existing = self._existing(shown["employee"], shown["address"])
+        if existing is not None and existing.ca_certs:
+            shown["ca_certs"] = existing.ca_certs  # public; keeps the trust when only the cert rotates
+        self.show_form(shown, {}, None if staging else existing, staging=staging)
 
     def post(self):
         self.check_csrf()
         if (self.request.content_length or 0) > MAX_FORM_BYTES:
             raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         old_draft = _text(self.request.POST, "draft")
+        staging = _text(self.request.POST, "stage") == "next"
         employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST, self.settings)
         # Every field is checked on its own, so one post reports every error at once.
         messages = blank_fields(employee, address, body)
         errors += models.upload_errors(employee, address, body, self.settings)
         if not errors and not messages:
             try:
-                _, created = models.put_identity(employee, address, body, self.settings, actor=actor(self))
-            except InputError as e:
+                store = models.stage_next if staging else models.put_identity
+                _, created = store(employee, address, body, self.settings, actor=actor(self))
+            except (InputError, models.Conflict) as e:
                 errors.append(e)
         if errors or messages:
             self.response.status_int = 400
@@ -397,10 +431,11 @@ class New(AdminHandler):
                 codes.setdefault(field_for(error, pkcs12_used), error.code)
             drafts.forget(old_draft)
             draft = self._keep_secrets(body, codes)
-            return self.show_form(shown, messages, self._existing(employee, address), draft)
+            return self.show_form(shown, messages, None if staging else self._existing(employee, address), draft,
+                                  staging=staging)
         drafts.forget(old_draft)
-        self.redirect(detail_url(employee, int(address)) + ("?saved=created" if created else "?saved=replaced"),
-                      code=303)
+        saved = "next#rotation" if staging else "created" if created else "replaced"
+        self.redirect(detail_url(employee, int(address)) + "?saved=" + saved, code=303)
 
     def _keep_secrets(self, body, codes):
         """Seal the credentials for the next post unless they failed; a wrong password alone is dropped."""
@@ -411,9 +446,9 @@ class New(AdminHandler):
         kept = {field: body[field], password: None if codes.get(field) else body.get(password)}
         return drafts.keep(self.settings, kept)
 
-    def show_form(self, shown, errors, replacing, draft=None):
+    def show_form(self, shown, errors, replacing, draft=None, staging=False):
         first = next((name for name in FORM_ORDER if name in errors), None)
-        self.render("admin/new.html", form=shown, errors=errors, replacing=replacing,
+        self.render("admin/new.html", form=shown, errors=errors, replacing=replacing, staging=staging,
                     tls_versions=TLS_VERSIONS, draft=draft, first_error=first,
                     default_trust=default_trust(self.settings),
                     draft_minutes=drafts.DRAFT_SECONDS // 60)
@@ -455,15 +490,16 @@ class Detail(AdminHandler):
         self.show(employee, address)
 
     def show(self, employee, address, result=None, request_values=None, echo_value=None, lifecycle=None):
-        entity = models.get_entity(employee, address)
+        entity = models.get_record(employee, address)  # also an address with only a pending key or a next
         identity = row(entity)
-        replace_query = urllib.parse.urlencode({
-            "employee": identity["employee"], "address": identity["address"], "host": identity["host"],
-            "port": identity["port"], "server_hostname": identity["server_hostname"] or "",
-            "tls_version": identity["tls_version"] or "TLS"})
+        current = entity if identity["has_current"] else None
+        name, number = identity["employee"], identity["address"]
         self.render("admin/detail.html", identity=identity, chain_pem=entity.chain_pem,
                     trusts=trusted_by(identity["has_ca_certs"], self.settings),
-                    replace_url="/admin/new?" + replace_query, saved=self.request.GET.get("saved"),
+                    replace_url=target_query(name, number, current),
+                    stage_url=target_query(name, number, current or entity.next, stage="next"),
+                    saved=self.request.GET.get("saved"), tls_versions=TLS_VERSIONS,
+                    default_trust=None if current else default_trust(self.settings),
                     result=result, methods=METHODS,
                     request_values=request_values or {"method": "GET", "path": "/", "headers": "", "body": ""},
                     echo_value=echo_value if echo_value is not None else "hello",
@@ -533,7 +569,7 @@ class Delete(AdminHandler):
     """GET a confirmation page, POST to delete."""
 
     def get(self, employee, address):
-        self.render("admin/delete.html", identity=row(models.get_entity(employee, address)))
+        self.render("admin/delete.html", identity=row(models.get_record(employee, address)))
 
     def post(self, employee, address):
         self.check_csrf()
@@ -560,14 +596,15 @@ def lifecycle_values(entity, lifecycle):
     return {"next": slot_row(entity, entity.next, now), "previous": slot_row(entity, entity.previous, now),
             "pending": models.pending_summary(pending), "csr_pem": pending.csr_pem if pending else None,
             "history": models.history(entity.key.parent().id(), entity.key.id()), "key_types": csr.KEY_TYPES,
-            "csr_form": lifecycle.get("csr_form") or {"key_type": csr.DEFAULT_KEY_TYPE,
-                                                      "CN": common_name(entity.subject)},
-            "lifecycle_error": lifecycle.get("error"), "lifecycle_saved": lifecycle.get("saved")}
+            "csr_form": lifecycle.get("csr_form") or {"key_type": csr.DEFAULT_KEY_TYPE, "CN": common_name(
+                entity.subject or (entity.next and entity.next.subject) or (pending and pending.subject))},
+            "lifecycle_error": lifecycle.get("error"), "lifecycle_saved": lifecycle.get("saved"),
+            "next_form": lifecycle.get("next_form") or {}}
 
 
 def common_name(subject):
-    """The CN of an RFC 4514 subject (a default for the next CSR), or ''."""
-    match = re.search(r"(?:^|,)CN=((?:[^,\\]|\\.)*)", subject or "")
+    """The CN of a subject, RFC 4514 or openssl order (a default for the next CSR), or ''."""
+    match = re.search(r"(?:^|,)\s*CN=((?:[^,\\]|\\.)*)", subject or "")
     return match.group(1).replace("\\", "") if match else ""
 
 
@@ -605,13 +642,23 @@ class GenerateCsr(LifecycleAction):
 
     def post(self, employee, address):
         self.check_csrf()
-        models.get_entity(employee, address)  # the page exists only for a stored identity
+        models.get_record(employee, address)  # the page exists only for a stored address
         shown, body = csr_form(self.request.POST)
         try:
             models.create_csr(employee, address, body, self.settings, actor=actor(self))
         except InputError as e:
             return self.refused(employee, address, e, csr_form=shown)
         self.redirect(detail_url(employee, int(address)) + "?saved=csr#rotation", code=303)
+
+
+def next_target_form(post):
+    """The target fields of the signed-certificate form (shown when there is no current identity to default to)."""
+    body = {name: _text(post, name).strip() or None for name in ("host", "server_hostname", "tls_version", "ca_certs")}
+    port = _text(post, "port").strip()
+    if port and not re.fullmatch(r"[0-9]{1,5}", port):  # ASCII digits: int() would take "١" and fail on "²"
+        raise InputError("invalid_request", "The port must be a number from 1 to 65535.")
+    body["port"] = int(port) if port else None
+    return body
 
 
 class UploadNext(LifecycleAction):
@@ -623,6 +670,8 @@ class UploadNext(LifecycleAction):
             raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         cert = _text(self.request.POST, "cert")
         cert_file = _file(self.request.POST, "certfile")
+        typed = {name: _text(self.request.POST, name).strip() for name in ("host", "port", "server_hostname",
+                                                                             "tls_version")}
         try:
             if cert_file:
                 cert = _pem_text(cert_file, "invalid_certificate", "certificate")
@@ -630,9 +679,10 @@ class UploadNext(LifecycleAction):
                 raise InputError("invalid_request", "Paste the signed certificate or choose its file.")
             if "PRIVATE KEY-----" in cert:  # this form completes the pending key: it takes no key
                 raise InputError("invalid_request", "Give only the certificate chain here, no private key.")
-            models.stage_next(employee, address, {"cert": cert}, self.settings, actor=actor(self))
+            models.stage_next(employee, address, dict(next_target_form(self.request.POST), cert=cert), self.settings,
+                              actor=actor(self))
         except (InputError, models.Conflict) as e:
-            return self.refused(employee, address, e)
+            return self.refused(employee, address, e, next_form=typed)  # the server as typed (no CA: may hold a key)
         self.redirect(detail_url(employee, int(address)) + "?saved=next#rotation", code=303)
 
 
@@ -650,7 +700,7 @@ class Confirm(AdminHandler):
     action = None  # "promote", "rollback" or "discard"
 
     def get(self, employee, address):
-        entity = models.get_entity(employee, address)
+        entity = models.get_record(employee, address)  # promote also suits an address with only a next
         now = datetime.datetime.now(UTC)
         self.render("admin/confirm.html", action=self.action, identity=row(entity, now),
                     next=slot_row(entity, entity.next, now), previous=slot_row(entity, entity.previous, now))

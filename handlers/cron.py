@@ -14,7 +14,7 @@ MAX_DAYS = 3650  # ten years ahead is already every certificate
 
 
 class Expiry(ApiHandler):
-    """GET /cron/expiry: log a structured warning per expired or expiring identity, and per stale pending key."""
+    """GET /cron/expiry: warn per expired or expiring identity and stale pending key; purge idle session data."""
 
     public = True  # checked below: App Engine cron, or an admin
 
@@ -28,6 +28,7 @@ class Expiry(ApiHandler):
             raise ApiError(400, "invalid_request", f"'days' must be a whole number from 0 to {MAX_DAYS}.")
         report = models.expiry_report(warn_days=int(days))
         sessions.purge_expired()  # daily: ended sessions nobody presented again
+        sessions.purge_idle_attempts()  # and sign-in counters of addresses long silent (one per attacker address)
         for state in ("expired", "expiring"):
             for entry in report[state]:
                 log.warning(json.dumps(dict(entry, event="certificate_" + state)))
