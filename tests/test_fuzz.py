@@ -658,7 +658,7 @@ def test_every_route_answers_a_documented_code(app, settings, material, template
             environ["HTTP_" + name.upper().replace("-", "_")] = value
         client = webtest.TestApp(on_gae if gae else app, extra_environ=environ, lint=False)
         response = client.request(path, method=method, body=body, expect_errors=True)
-        text = response.text if response.charset or response.content_type.startswith("text/") else ""
+        text = response.text if response.charset or (response.content_type or "").startswith("text/") else ""
         assert "Traceback" not in text and 'File "' not in text, (method, path, text[:300])
         code = answer_code(response) if response.status_int >= 400 else None
         remote = response.status_int in (502, 504) and code in REMOTE_CODES
