@@ -1,8 +1,10 @@
-"""SSLContext for a ClientIdentity loaded from memory (memfd, else a sealed temp file), with an LRU cache.
+"""SSLContext for a ClientIdentity loaded from memory (memfd, else pipes, else a sealed temp file), with an LRU cache.
 
 Python 3's ssl loads a certificate and key only from a path (cpython issues #60691,
 #118557, #129216 are open). We hand OpenSSL a path that never holds a plaintext key:
   tier 1: an anonymous memory file (`os.memfd_create`) opened as /proc/self/fd/N;
+  pipe tier (Linux without memfd, e.g. the Cloud CLI's Python 3.12): two anonymous pipes,
+          chain and key, opened as /proc/self/fd/N: nothing on any file system, not even sealed;
   tier 2: a 0600 file in this process's private 0700 directory holding the key re-encrypted
           under a one-time random password, unlinked as soon as OpenSSL has read it.
 """
@@ -15,18 +17,23 @@ import re
 import secrets
 import ssl
 import stat
+import sys
 import tempfile
 import threading
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import der, pbe
 from .errors import InputError
 from .identity import parse_ca_bundle
+from .identity import ClientIdentity  # annotations of the pipe tier
 
 # Tests (or a platform without a usable /proc) switch tier 1 off.
 MEMFD_ENABLED = True
+# Tests switch the pipe tier off to reach the sealed temp file.
+PIPE_ENABLED = True
 
 TLS_VERSIONS = {None: None, "": None, "TLS": None,
                 "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
@@ -43,6 +50,17 @@ def set_memfd_enabled(enabled):
 def memfd_available():
     """True when this interpreter has os.memfd_create and tier 1 is enabled."""
     return MEMFD_ENABLED and hasattr(os, "memfd_create")
+
+
+def set_pipe_enabled(enabled: bool) -> None:
+    """Turn the pipe tier on or off; off (with memfd off) forces the sealed temp file tier."""
+    global PIPE_ENABLED
+    PIPE_ENABLED = bool(enabled)
+
+
+def pipe_available() -> bool:
+    """True when the pipe tier is enabled and this system reads a pipe through /proc/self/fd (Linux)."""
+    return PIPE_ENABLED and _pipe_works()
 
 
 def parse_tls_version(value):
@@ -277,7 +295,12 @@ os.register_at_fork(after_in_child=_new_lock_in_child)
 def _load_tempfile(ctx, identity):
     """Tier 2: a 0600 file in the private 0700 directory holding chain + key sealed under a one-time password."""
     password = secrets.token_urlsafe(32).encode("ascii")  # 256 bits, ASCII so any password callback takes it
-    data = _pem_concat(identity.chain_pem, _sealed_key(identity.key_pem, password))
+    try:
+        sealed = _sealed_key(identity.key_pem, password)
+    except (ValueError, IndexError, TypeError, UnsupportedAlgorithm) as e:
+        # Only an identity that skipped validation gets here; the other tiers let OpenSSL say the same.
+        raise InputError("invalid_key", "Expected a private key OpenSSL can load, found one that does not parse.") from e
+    data = _pem_concat(identity.chain_pem, sealed)
     path = os.path.join(_private_dir(), secrets.token_hex(8) + ".pem")  # unique: builds run in parallel threads
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags, 0o600)
@@ -299,10 +322,112 @@ def _pem_concat(chain_pem, key_pem):
     return chain_pem + (b"" if chain_pem.endswith(b"\n") else b"\n") + key_pem
 
 
+# --- the pipe tier ---------------------------------------------------------------------------
+# Opening /proc/self/fd/N of an anonymous pipe on Linux gives a new reader of that pipe without
+# waiting for a writer (fifo_open skips the wait for pipefs); with every write end closed it
+# reads the data, then EOF. A pipe is read once, so chain and key get a pipe each (OpenSSL opens
+# certfile and keyfile once apiece; a certfile holding both would be opened twice).
+
+_PIPE_DEFAULT_BYTES = 65536  # Linux's default pipe capacity; more needs F_SETPIPE_SZ (up to pipe-max-size)
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+), spelled out for the module's sake on other systems
+_pipe_probe: "bool | None" = None  # None until probed, once per process
+
+# A child forked while a write end is open would keep it open, and OpenSSL's read in the
+# parent would never see EOF (a hang, not an error). os.fork() waits for this lock, so no
+# child is made between a pipe's creation and the close of its write end. (subprocess
+# children exec at once and the write ends are close-on-exec.)
+_pipe_lock = threading.Lock()
+
+
+def _pipe_lock_before_fork() -> None:
+    """Hold the pipe lock across os.fork(): no write end half-filled in the child."""
+    _pipe_lock.acquire()
+
+
+def _pipe_lock_after_fork_in_parent() -> None:
+    """Release the pipe lock taken before the fork."""
+    _pipe_lock.release()
+
+
+def _pipe_lock_in_child() -> None:
+    """The child starts with a fresh lock (the parent's copy is held)."""
+    global _pipe_lock
+    _pipe_lock = threading.Lock()
+
+
+os.register_at_fork(before=_pipe_lock_before_fork, after_in_parent=_pipe_lock_after_fork_in_parent,
+                    after_in_child=_pipe_lock_in_child)
+
+
+def _filled_pipe(data: bytes) -> int:
+    """The read end of a new pipe holding `data`, its write end closed; OSError if it does not fit."""
+    with _pipe_lock:
+        # Non-blocking: data larger than the pipe fails at once (BlockingIOError) instead of hanging.
+        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            if len(data) > _PIPE_DEFAULT_BYTES:
+                import fcntl  # Linux only, like the tier
+                fcntl.fcntl(w, _F_SETPIPE_SZ, len(data))  # EINVAL/EPERM beyond pipe-max-size or user limits
+            _write_all(w, data)
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+    return r
+
+
+def _pipe_works() -> bool:
+    """Probe once whether a pipe reads back through /proc/self/fd (Linux only: elsewhere such an open may wait)."""
+    global _pipe_probe
+    if _pipe_probe is None:
+        works = False
+        if sys.platform.startswith("linux") and hasattr(os, "pipe2"):
+            try:
+                r = _filled_pipe(b"dyncert")
+                try:
+                    # O_NONBLOCK: the probe itself never waits, whatever the system does with the open.
+                    fd = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    try:
+                        works = os.read(fd, 16) == b"dyncert"
+                    finally:
+                        os.close(fd)
+                finally:
+                    os.close(r)
+            except OSError:
+                works = False  # no /proc mounted, or pipes refused
+        _pipe_probe = works
+    return _pipe_probe
+
+
+def _load_pipe(ctx: ssl.SSLContext, identity: ClientIdentity) -> bool:
+    """Pipe tier: chain and key each through an anonymous pipe, loaded by /proc path; False if unusable.
+
+    Any failure falls through to the next tier rather than raising: OpenSSL's decoder seeks
+    back after a failed first attempt, which a pipe cannot (ESPIPE), and CPython then reports
+    that stale errno as a bare OSError. The temp-file tier repeats the load and raises the
+    precise error code; a valid identity (the common case) never gets there.
+    """
+    fds: "list[int]" = []
+    try:
+        try:
+            fds.append(_filled_pipe(identity.chain_pem))
+            fds.append(_filled_pipe(identity.key_pem))
+            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        except (OSError, ssl.SSLError):
+            return False
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def load_identity(ctx, identity):
-    """Load identity's chain and key into ctx without a plaintext key on disk; returns 'memfd' or 'tempfile'."""
+    """Load identity's chain and key into ctx without a plaintext key on disk; returns 'memfd', 'pipe' or 'tempfile'."""
     if memfd_available() and _load_memfd(ctx, identity):
         return "memfd"
+    if pipe_available() and _load_pipe(ctx, identity):
+        return "pipe"
     _load_tempfile(ctx, identity)
     return "tempfile"
 
