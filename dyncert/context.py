@@ -11,6 +11,7 @@ Python 3's ssl loads a certificate and key only from a path (cpython issues #606
 
 import atexit
 import collections
+import errno
 import hashlib
 import os
 import re
@@ -328,9 +329,11 @@ def _pem_concat(chain_pem, key_pem):
 # reads the data, then EOF. A pipe is read once, so chain and key get a pipe each (OpenSSL opens
 # certfile and keyfile once apiece; a certfile holding both would be opened twice).
 
-_PIPE_DEFAULT_BYTES = 65536  # Linux's default pipe capacity; more needs F_SETPIPE_SZ (up to pipe-max-size)
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+), spelled out for the module's sake on other systems
+_PIPE_DEFAULT_BYTES = 65536  # Linux's default pipe capacity; more needs F_SETPIPE_SZ
 _pipe_probe: "bool | None" = None  # None until probed, once per process
+# Larger data goes to the sealed file: a pipe stays within what any user may ask for (even with
+# CAP_SYS_RESOURCE, which could pin more kernel memory). Read from /proc by the probe.
+_pipe_max_bytes = 1 << 20
 
 # A child forked while a write end is open would keep it open, and OpenSSL's read in the
 # parent would never see EOF (a hang, not an error). os.fork() waits for this lock, so no
@@ -361,13 +364,15 @@ os.register_at_fork(before=_pipe_lock_before_fork, after_in_parent=_pipe_lock_af
 
 def _filled_pipe(data: bytes) -> int:
     """The read end of a new pipe holding `data`, its write end closed; OSError if it does not fit."""
+    if len(data) > _pipe_max_bytes:
+        raise OSError(errno.EFBIG, f"{len(data)} bytes exceed the pipe limit of {_pipe_max_bytes}")
     with _pipe_lock:
         # Non-blocking: data larger than the pipe fails at once (BlockingIOError) instead of hanging.
         r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             if len(data) > _PIPE_DEFAULT_BYTES:
                 import fcntl  # Linux only, like the tier
-                fcntl.fcntl(w, _F_SETPIPE_SZ, len(data))  # EINVAL/EPERM beyond pipe-max-size or user limits
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, len(data))  # EPERM past the user's pipe limits
             _write_all(w, data)
         except BaseException:
             os.close(r)
@@ -378,26 +383,37 @@ def _filled_pipe(data: bytes) -> int:
 
 
 def _pipe_works() -> bool:
-    """Probe once whether a pipe reads back through /proc/self/fd (Linux only: elsewhere such an open may wait)."""
+    """Whether a pipe reads back through /proc/self/fd here (probed once per process)."""
     global _pipe_probe
-    if _pipe_probe is None:
-        works = False
-        if sys.platform.startswith("linux") and hasattr(os, "pipe2"):
+    probe = _pipe_probe
+    if probe is None:
+        probe = _pipe_probe = _probe_pipe()
+    return probe
+
+
+def _probe_pipe() -> bool:
+    """Linux only (elsewhere opening a pipe by path may wait for a writer): does one read back via /proc?"""
+    global _pipe_max_bytes
+    if not (sys.platform.startswith("linux") and hasattr(os, "pipe2")):
+        return False
+    try:
+        with open("/proc/sys/fs/pipe-max-size", "rb") as f:
+            _pipe_max_bytes = int(f.read())
+    except (OSError, ValueError):
+        pass  # keep 1 MiB, Linux's default
+    try:
+        r = _filled_pipe(b"dyncert")
+        try:
+            # O_NONBLOCK: the probe itself never waits, whatever the system does with the open.
+            fd = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
-                r = _filled_pipe(b"dyncert")
-                try:
-                    # O_NONBLOCK: the probe itself never waits, whatever the system does with the open.
-                    fd = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                    try:
-                        works = os.read(fd, 16) == b"dyncert"
-                    finally:
-                        os.close(fd)
-                finally:
-                    os.close(r)
-            except OSError:
-                works = False  # no /proc mounted, or pipes refused
-        _pipe_probe = works
-    return _pipe_probe
+                return os.read(fd, 16) == b"dyncert"
+            finally:
+                os.close(fd)
+        finally:
+            os.close(r)
+    except OSError:
+        return False  # no /proc mounted, or pipes refused
 
 
 def _load_pipe(ctx: ssl.SSLContext, identity: ClientIdentity) -> bool:
