@@ -212,6 +212,11 @@ def _load_chain(ctx, path, password=None):
                          f"({reason or 'unknown reason'}).") from e
 
 
+def _no_password() -> bytes:
+    """Password callback for keys that are plaintext: without one, OpenSSL would ask on the terminal and wait."""
+    return b""
+
+
 def _load_memfd(ctx, identity):
     """Tier 1: write chain+key into an anonymous memory file and load it by its /proc path; False if unusable."""
     try:
@@ -221,7 +226,7 @@ def _load_memfd(ctx, identity):
     try:
         _write_all(fd, _pem_concat(identity.chain_pem, identity.key_pem))
         try:
-            _load_chain(ctx, f"/proc/self/fd/{fd}")
+            _load_chain(ctx, f"/proc/self/fd/{fd}", password=_no_password)
         except FileNotFoundError:
             return False  # no /proc mounted (some sandboxes): let tier 2 try
         return True
@@ -429,7 +434,7 @@ def _load_pipe(ctx: ssl.SSLContext, identity: ClientIdentity) -> bool:
         try:
             fds.append(_filled_pipe(identity.chain_pem))
             fds.append(_filled_pipe(identity.key_pem))
-            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password=_no_password)
         except (OSError, ssl.SSLError):
             return False
         return True

@@ -96,7 +96,8 @@ def test_chain_and_key_each_come_through_their_own_pipe(alice, pipe_tier):
     (cert_path, cert_target), (key_path, key_target) = ctx.seen
     assert cert_path != key_path and all(p.startswith("/proc/self/fd/") for p in (cert_path, key_path))
     assert cert_target.startswith("pipe:[") and key_target.startswith("pipe:[") and cert_target != key_target
-    assert ctx.password is None  # the key is not sealed: it is on no file system to seal it against
+    # No real password: the key is on no file system to seal it against (the callback only stops a prompt).
+    assert ctx.password is context._no_password and context._no_password() == b""
 
 
 def test_a_pipe_is_read_once_so_one_path_for_both_fails(alice):
@@ -140,7 +141,64 @@ def test_an_identity_uploaded_encrypted_loads_through_pipes_without_a_password(c
                                   serialization.BestAvailableEncryption(b"upload password"))
     identity = ClientIdentity.from_pem(b"".join(p.bytes() for p in leaf.cert_chain_pems), encrypted, b"upload password")
     ctx = Recording(ssl.PROTOCOL_TLS_CLIENT)
-    assert context.load_identity(ctx, identity) == "pipe" and ctx.password is None
+    assert context.load_identity(ctx, identity) == "pipe" and ctx.password is context._no_password
+
+
+PROMPT_CHILD = textwrap.dedent("""
+    import os, pty, select, signal, sys, time
+    pid, master = pty.fork()  # the loader gets a controlling terminal, as under `make run`
+    if pid == 0:
+        import trustme
+        from cryptography.hazmat.primitives import serialization
+        from dyncert import context
+        from dyncert.errors import InputError
+        from dyncert.identity import ClientIdentity
+        leaf = trustme.CA().issue_cert("tty@example.com")
+        key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+        encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(b"secret"))
+        forged = ClientIdentity(b"".join(p.bytes() for p in leaf.cert_chain_pems), encrypted)  # not validated
+        tier = sys.argv[1]
+        context.set_memfd_enabled(tier == "memfd")
+        context.set_pipe_enabled(tier in ("memfd", "pipe"))
+        try:
+            context.client_context(forged)
+            print("loaded")
+        except InputError as e:
+            print("code", e.code)
+        os._exit(0)
+    out, deadline = b"", time.monotonic() + 60
+    while time.monotonic() < deadline and b"pass phrase" not in out.lower():
+        if select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    try:
+        os.kill(pid, signal.SIGKILL)  # a loader waiting at the prompt would wait forever
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+    print(out.decode("utf-8", "replace"))
+""")
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_an_encrypted_key_never_prompts_on_the_terminal(tier):
+    # Attack: an identity that skipped validation carries an encrypted key. Given no password,
+    # OpenSSL would ask on the controlling terminal ("Enter PEM pass phrase:") and the thread
+    # would wait there for ever. Every tier must refuse it as invalid_key instead.
+    if tier == "memfd" and not hasattr(os, "memfd_create"):
+        pytest.skip("no os.memfd_create on this interpreter")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", PROMPT_CHILD, tier], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=root), cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pass phrase" not in done.stdout.lower()
+    assert "code invalid_key" in done.stdout
 
 
 # --- (b) chains larger than a pipe's default 64 KiB ---------------------------------------
