@@ -343,8 +343,9 @@ _pipe_max_bytes = 1 << 20
 # A child forked while a write end is open would keep it open, and OpenSSL's read in the
 # parent would never see EOF (a hang, not an error). os.fork() waits for this lock, so no
 # child is made between a pipe's creation and the close of its write end. (subprocess
-# children exec at once and the write ends are close-on-exec.)
-_pipe_lock = threading.Lock()
+# children exec at once and the write ends are close-on-exec.) Re-entrant: a signal handler
+# forking in the thread that holds it must not deadlock.
+_pipe_lock = threading.RLock()
 
 
 def _pipe_lock_before_fork() -> None:
@@ -360,7 +361,7 @@ def _pipe_lock_after_fork_in_parent() -> None:
 def _pipe_lock_in_child() -> None:
     """The child starts with a fresh lock (the parent's copy is held)."""
     global _pipe_lock
-    _pipe_lock = threading.Lock()
+    _pipe_lock = threading.RLock()
 
 
 os.register_at_fork(before=_pipe_lock_before_fork, after_in_parent=_pipe_lock_after_fork_in_parent,
