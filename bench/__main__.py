@@ -37,10 +37,13 @@ def handshakes(p, peer, args, cold):
     """The handshake paths, rotated round by round; s_time runs 1 s (its smallest -time)."""
     hs = paths.Paths(p, peer.port, cold)
     ops = {"limit": lambda d: peers.s_time(p, peer.port, 1)}
-    for name in ("static", "naive", "warm", "cold_memfd", "cold_tempfile", "cold_tempfile_tmpfs", "full", "resumed"):
+    for name in ("static", "naive", "warm", "cold_memfd", "cold_pipe", "cold_tempfile", "cold_tempfile_tmpfs",
+                 "full", "resumed"):
         ops[name] = timing.timed(getattr(hs, "run_" + name))
     if not paths.memfd_tier_works():
         del ops["cold_memfd"]
+    if not paths.pipe_tier_works():
+        del ops["cold_pipe"]
     if not paths.tmpfs_available():
         del ops["cold_tempfile_tmpfs"]
     samples = timing.alternate(ops, args.rounds, args.duration, progress=log)

@@ -15,6 +15,19 @@ TMPFS = "/dev/shm"
 
 
 @contextlib.contextmanager
+def forced_tier(tier):
+    """dyncert's identity loading forced to one tier ('memfd', 'pipe' or 'tempfile') for one call."""
+    previous = context.MEMFD_ENABLED, context.PIPE_ENABLED
+    context.set_memfd_enabled(tier == "memfd")
+    context.set_pipe_enabled(tier in ("memfd", "pipe"))
+    try:
+        yield
+    finally:
+        context.set_memfd_enabled(previous[0])
+        context.set_pipe_enabled(previous[1])
+
+
+@contextlib.contextmanager
 def reuse_switched(enabled):
     """dyncert's session resumption and keep-alive pools on or off for one call (restored after)."""
     previous = reuse.ENABLED
@@ -86,28 +99,31 @@ class Paths:
     def run_warm(self):
         shake(self.warm_context(), self.port)
 
-    def _cold(self, memfd, tmpdir=None):
+    def _cold(self, tier, tmpdir=None):
         identity = self.cold[self._next % len(self.cold)]
         self._next += 1
-        previous, previous_tmp = context.MEMFD_ENABLED, tempfile.tempdir
-        context.set_memfd_enabled(memfd)
+        previous_tmp = tempfile.tempdir
         tempfile.tempdir = tmpdir or previous_tmp
         try:
-            ctx = self.cold_cache.client_context(identity, self.pki.ca_pem)
+            with forced_tier(tier):
+                ctx = self.cold_cache.client_context(identity, self.pki.ca_pem)
         finally:
-            context.set_memfd_enabled(previous)
             tempfile.tempdir = previous_tmp
         shake(ctx, self.port)
 
     def run_cold_memfd(self):
-        self._cold(True)
+        self._cold("memfd")
+
+    def run_cold_pipe(self):
+        """The pipe tier: what an interpreter without memfd (the Cloud CLI's 3.12) uses on Linux."""
+        self._cold("pipe")
 
     def run_cold_tempfile(self):
-        self._cold(False)
+        self._cold("tempfile")
 
     def run_cold_tempfile_tmpfs(self):
         """The temp file tier with its directory on tmpfs (App Engine's /tmp is in memory)."""
-        self._cold(False, TMPFS)
+        self._cold("tempfile", TMPFS)
 
     def _handshake(self, name, enabled):
         """calls.handshake() as the app calls it (checked address, verdict wait, TLS facts), reuse on or off."""
@@ -137,3 +153,8 @@ def tmpfs_available():
 def memfd_tier_works():
     """True when tier 1 really loads (os.memfd_create and /proc present)."""
     return hasattr(os, "memfd_create") and os.path.exists("/proc/self/fd")
+
+
+def pipe_tier_works():
+    """True when the pipe tier really loads (a pipe reads back through /proc/self/fd: Linux)."""
+    return context._pipe_works()

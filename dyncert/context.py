@@ -1,24 +1,30 @@
-"""SSLContext for a ClientIdentity loaded from memory (memfd, else a sealed temp file), with an LRU cache.
+"""SSLContext for a ClientIdentity loaded from memory (memfd, else pipes, else a sealed temp file), with an LRU cache.
 
 Python 3's ssl loads a certificate and key only from a path (cpython issues #60691,
 #118557, #129216 are open). We hand OpenSSL a path that never holds a plaintext key:
   tier 1: an anonymous memory file (`os.memfd_create`) opened as /proc/self/fd/N;
+  pipe tier (Linux without memfd, e.g. the Cloud CLI's Python 3.12): two anonymous pipes,
+          chain and key, opened as /proc/self/fd/N: nothing on any file system, not even sealed;
   tier 2: a 0600 file in this process's private 0700 directory holding the key re-encrypted
           under a one-time random password, unlinked as soon as OpenSSL has read it.
 """
 
 import atexit
 import collections
+import errno
 import hashlib
 import os
 import re
 import secrets
 import ssl
 import stat
+import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import TypeAlias, TypeGuard
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -28,6 +34,8 @@ from .identity import ClientIdentity, PemText, parse_ca_bundle
 
 # Tests (or a platform without a usable /proc) switch tier 1 off.
 MEMFD_ENABLED = True
+# Tests switch the pipe tier off to reach the sealed temp file.
+PIPE_ENABLED = True
 
 TLS_VERSIONS = {None: None, "": None, "TLS": None,
                 "TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
@@ -50,6 +58,17 @@ def set_memfd_enabled(enabled: bool) -> None:
 def memfd_available() -> bool:
     """True when this interpreter has os.memfd_create and tier 1 is enabled."""
     return MEMFD_ENABLED and hasattr(os, "memfd_create")
+
+
+def set_pipe_enabled(enabled: bool) -> None:
+    """Turn the pipe tier on or off; off (with memfd off) forces the sealed temp file tier."""
+    global PIPE_ENABLED
+    PIPE_ENABLED = bool(enabled)
+
+
+def pipe_available() -> bool:
+    """True when the pipe tier is enabled and this system reads a pipe through /proc/self/fd (Linux)."""
+    return PIPE_ENABLED and _pipe_works()
 
 
 def parse_tls_version(value: object) -> ssl.TLSVersion | None:
@@ -186,7 +205,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _load_chain(ctx: ssl.SSLContext, path: str, password: bytes | None = None) -> None:
+def _load_chain(ctx: ssl.SSLContext, path: str, password: bytes | Callable[[], bytes] | None = None) -> None:
     """load_cert_chain, its failures as input errors (they mean the identity was not validated)."""
     try:
         ctx.load_cert_chain(path, password=password)
@@ -202,6 +221,11 @@ def _load_chain(ctx: ssl.SSLContext, path: str, password: bytes | None = None) -
                          f"({reason or 'unknown reason'}).") from e
 
 
+def _no_password() -> bytes:
+    """Password callback for keys that are plaintext: without one, OpenSSL would ask on the terminal and wait."""
+    return b""
+
+
 def _load_memfd(ctx: ssl.SSLContext, identity: ClientIdentity) -> bool:
     """Tier 1: write chain+key into an anonymous memory file and load it by its /proc path; False if unusable."""
     try:
@@ -211,7 +235,7 @@ def _load_memfd(ctx: ssl.SSLContext, identity: ClientIdentity) -> bool:
     try:
         _write_all(fd, _pem_concat(identity.chain_pem, identity.key_pem))
         try:
-            _load_chain(ctx, f"/proc/self/fd/{fd}")
+            _load_chain(ctx, f"/proc/self/fd/{fd}", password=_no_password)
         except FileNotFoundError:
             return False  # no /proc mounted (some sandboxes): let tier 2 try
         return True
@@ -286,7 +310,12 @@ os.register_at_fork(after_in_child=_new_lock_in_child)
 def _load_tempfile(ctx: ssl.SSLContext, identity: ClientIdentity) -> None:
     """Tier 2: a 0600 file in the private 0700 directory holding chain + key sealed under a one-time password."""
     password = secrets.token_urlsafe(32).encode("ascii")  # 256 bits, ASCII so any password callback takes it
-    data = _pem_concat(identity.chain_pem, _sealed_key(identity.key_pem, password))
+    try:
+        sealed = _sealed_key(identity.key_pem, password)
+    except (ValueError, IndexError, TypeError, UnsupportedAlgorithm) as e:
+        # Only an identity that skipped validation gets here; the other tiers let OpenSSL say the same.
+        raise InputError("invalid_key", "Expected a private key OpenSSL can load, found one that does not parse.") from e
+    data = _pem_concat(identity.chain_pem, sealed)
     path = os.path.join(_private_dir(), secrets.token_hex(8) + ".pem")  # unique: builds run in parallel threads
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags, 0o600)
@@ -308,10 +337,128 @@ def _pem_concat(chain_pem: bytes, key_pem: bytes) -> bytes:
     return chain_pem + (b"" if chain_pem.endswith(b"\n") else b"\n") + key_pem
 
 
+# --- the pipe tier ---------------------------------------------------------------------------
+# Opening /proc/self/fd/N of an anonymous pipe on Linux gives a new reader of that pipe without
+# waiting for a writer (fifo_open skips the wait for pipefs); with every write end closed it
+# reads the data, then EOF. A pipe is read once, so chain and key get a pipe each (OpenSSL opens
+# certfile and keyfile once apiece; a certfile holding both would be opened twice).
+
+_PIPE_DEFAULT_BYTES = 65536  # Linux's default pipe capacity; more needs F_SETPIPE_SZ
+_pipe_probe: "bool | None" = None  # None until probed, once per process
+# Larger data goes to the sealed file: a pipe stays within what any user may ask for (even with
+# CAP_SYS_RESOURCE, which could pin more kernel memory). Read from /proc by the probe.
+_pipe_max_bytes = 1 << 20
+
+# A child forked while a write end is open would keep it open, and OpenSSL's read in the
+# parent would never see EOF (a hang, not an error). os.fork() waits for this lock, so no
+# child is made between a pipe's creation and the close of its write end. (subprocess
+# children exec at once and the write ends are close-on-exec.) Re-entrant: a signal handler
+# forking in the thread that holds it must not deadlock.
+_pipe_lock = threading.RLock()
+
+
+def _pipe_lock_before_fork() -> None:
+    """Hold the pipe lock across os.fork(): no write end half-filled in the child."""
+    _pipe_lock.acquire()
+
+
+def _pipe_lock_after_fork_in_parent() -> None:
+    """Release the pipe lock taken before the fork."""
+    _pipe_lock.release()
+
+
+def _pipe_lock_in_child() -> None:
+    """The child starts with a fresh lock (the parent's copy is held)."""
+    global _pipe_lock
+    _pipe_lock = threading.RLock()
+
+
+os.register_at_fork(before=_pipe_lock_before_fork, after_in_parent=_pipe_lock_after_fork_in_parent,
+                    after_in_child=_pipe_lock_in_child)
+
+
+def _filled_pipe(data: bytes) -> int:
+    """The read end of a new pipe holding `data`, its write end closed; OSError if it does not fit."""
+    if len(data) > _pipe_max_bytes:
+        raise OSError(errno.EFBIG, f"{len(data)} bytes exceed the pipe limit of {_pipe_max_bytes}")
+    with _pipe_lock:
+        # Non-blocking: data larger than the pipe fails at once (BlockingIOError) instead of hanging.
+        r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            if len(data) > _PIPE_DEFAULT_BYTES:
+                import fcntl  # Linux only, like the tier
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, len(data))  # EPERM past the user's pipe limits
+            _write_all(w, data)
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+    return r
+
+
+def _pipe_works() -> bool:
+    """Whether a pipe reads back through /proc/self/fd here (probed once per process)."""
+    global _pipe_probe
+    probe = _pipe_probe
+    if probe is None:
+        probe = _pipe_probe = _probe_pipe()
+    return probe
+
+
+def _probe_pipe() -> bool:
+    """Linux only (elsewhere opening a pipe by path may wait for a writer): does one read back via /proc?"""
+    global _pipe_max_bytes
+    if not (sys.platform.startswith("linux") and hasattr(os, "pipe2")):
+        return False
+    try:
+        with open("/proc/sys/fs/pipe-max-size", "rb") as f:
+            _pipe_max_bytes = int(f.read())
+    except (OSError, ValueError):
+        pass  # keep 1 MiB, Linux's default
+    try:
+        r = _filled_pipe(b"dyncert")
+        try:
+            # O_NONBLOCK: the probe itself never waits, whatever the system does with the open.
+            fd = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                return os.read(fd, 16) == b"dyncert"
+            finally:
+                os.close(fd)
+        finally:
+            os.close(r)
+    except OSError:
+        return False  # no /proc mounted, or pipes refused
+
+
+def _load_pipe(ctx: ssl.SSLContext, identity: ClientIdentity) -> bool:
+    """Pipe tier: chain and key each through an anonymous pipe, loaded by /proc path; False if unusable.
+
+    Any failure falls through to the next tier rather than raising: OpenSSL's decoder seeks
+    back after a failed first attempt, which a pipe cannot (ESPIPE), and CPython then reports
+    that stale errno as a bare OSError. The temp-file tier repeats the load and raises the
+    precise error code; a valid identity (the common case) never gets there.
+    """
+    fds: "list[int]" = []
+    try:
+        try:
+            fds.append(_filled_pipe(identity.chain_pem))
+            fds.append(_filled_pipe(identity.key_pem))
+            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password=_no_password)
+        except (OSError, ssl.SSLError):
+            return False
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def load_identity(ctx: ssl.SSLContext, identity: ClientIdentity) -> str:
-    """Load identity's chain and key into ctx without a plaintext key on disk; returns 'memfd' or 'tempfile'."""
+    """Load identity's chain and key into ctx without a plaintext key on disk; returns 'memfd', 'pipe' or 'tempfile'."""
     if memfd_available() and _load_memfd(ctx, identity):
         return "memfd"
+    if pipe_available() and _load_pipe(ctx, identity):
+        return "pipe"
     _load_tempfile(ctx, identity)
     return "tempfile"
 

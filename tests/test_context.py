@@ -1,4 +1,4 @@
-"""dyncert.context: real loopback mTLS handshakes, both loading tiers, no key on disk, the cache."""
+"""dyncert.context: real loopback mTLS handshakes, every loading tier, no key on disk, the cache."""
 
 import base64
 import datetime
@@ -165,12 +165,20 @@ def ca_pem(server_ca):
     return server_ca.cert_pem.bytes()
 
 
-@pytest.fixture(params=["memfd", "tempfile"])
+def force_tier(monkeypatch, name):
+    """Switch the loading tiers so that `name` ('memfd', 'pipe' or 'tempfile') is the first that applies."""
+    monkeypatch.setattr(context, "MEMFD_ENABLED", name == "memfd")
+    monkeypatch.setattr(context, "PIPE_ENABLED", name in ("memfd", "pipe"))
+
+
+@pytest.fixture(params=["memfd", "pipe", "tempfile"])
 def tier(request, monkeypatch):
     """Run the test with each loading tier."""
     if request.param == "memfd" and not hasattr(os, "memfd_create"):
         pytest.skip("no os.memfd_create on this interpreter")
-    monkeypatch.setattr(context, "MEMFD_ENABLED", request.param == "memfd")
+    if request.param == "pipe" and not context._pipe_works():
+        pytest.skip("pipes do not read back through /proc/self/fd here")
+    force_tier(monkeypatch, request.param)
     return request.param
 
 
@@ -194,11 +202,13 @@ def test_load_identity_reports_the_tier(alice, tier):
     assert context.load_identity(ctx, alice) == tier
 
 
-def test_tier2_when_interpreter_lacks_memfd(server, alice, ca_pem, monkeypatch):
-    # Like the Cloud SDK's bundled Python 3.12, built without os.memfd_create.
+def test_pipe_tier_when_interpreter_lacks_memfd(server, alice, ca_pem, monkeypatch):
+    # Like the Cloud SDK's bundled Python 3.12, built without os.memfd_create; tier 2 when pipes are off too.
     monkeypatch.delattr(os, "memfd_create", raising=False)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    assert context.load_identity(ctx, alice) == "tempfile"
+    assert context.load_identity(ctx, alice) == ("pipe" if context._pipe_works() else "tempfile")
+    monkeypatch.setattr(context, "PIPE_ENABLED", False)
+    assert context.load_identity(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), alice) == "tempfile"
     assert talk(context.client_context(alice, ca_certs=ca_pem), server.port)[0] == b"hello\n"
     assert server.result() == alice.fingerprint_sha256
 
@@ -383,8 +393,8 @@ def test_no_plaintext_key_on_disk(request, who, tmp_path, monkeypatch):
     thread = threading.Thread(target=scanner, daemon=True)
     thread.start()
     try:
-        for enabled in (True, False) * 25:
-            monkeypatch.setattr(context, "MEMFD_ENABLED", enabled)
+        for name in ("memfd", "pipe", "tempfile") * 17:
+            force_tier(monkeypatch, name)
             context.client_context(identity)
     finally:
         stop.set()
@@ -410,7 +420,7 @@ def test_tier2_file_is_sealed_and_private(request, who, monkeypatch):
         seen["path"], seen["password"] = path, password
         return real(ctx, path, password)
     monkeypatch.setattr(context, "_load_chain", spy)
-    monkeypatch.setattr(context, "MEMFD_ENABLED", False)
+    force_tier(monkeypatch, "tempfile")
     context.client_context(identity)
     assert seen["file_mode"] == 0o600 and seen["dir_mode"] == 0o700
     assert b"ENCRYPTED" in seen["data"] and len(seen["password"]) >= 32
@@ -420,7 +430,7 @@ def test_tier2_file_is_sealed_and_private(request, who, monkeypatch):
 
 def test_tier2_cleans_up_after_a_failure(alice, bob_rsa, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(context, "MEMFD_ENABLED", False)
+    force_tier(monkeypatch, "tempfile")
     with pytest.raises(InputError):
         context.client_context(ClientIdentity(alice.chain_pem, bob_rsa.key_pem))
     assert [n for _, _, names in os.walk(tmp_path) for n in names] == []  # no file left (the 0700 dir stays)

@@ -21,6 +21,7 @@ def identity():
 def paths_seen(monkeypatch, tmp_path):
     """Force the temp-file tier under a private temp dir; record each path OpenSSL is handed."""
     monkeypatch.setattr(context, "MEMFD_ENABLED", False)
+    monkeypatch.setattr(context, "PIPE_ENABLED", False)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seen, real = [], context._load_chain
 

@@ -30,14 +30,18 @@ def world():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(params=["memfd", "tempfile"])
+@pytest.fixture(params=["memfd", "pipe", "tempfile"])
 def tier(request):
     """Each context-loading tier in turn."""
     if request.param == "memfd" and not context.memfd_available():
-        pytest.skip("no os.memfd_create in this interpreter: the tempfile tier covers it")
+        pytest.skip("no os.memfd_create in this interpreter: the other tiers cover it")
+    if request.param == "pipe" and not context.pipe_available():
+        pytest.skip("pipes do not read back through /proc/self/fd here: the tempfile tier covers it")
     context.set_memfd_enabled(request.param == "memfd")
+    context.set_pipe_enabled(request.param in ("memfd", "pipe"))
     yield request.param
     context.set_memfd_enabled(True)
+    context.set_pipe_enabled(True)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

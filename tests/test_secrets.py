@@ -21,6 +21,8 @@ from google.cloud import datastore as raw_datastore
 
 import main
 import pki
+from dyncert import context
+from dyncert.identity import ClientIdentity
 from handlers import auth, base, routes
 from browser import page_token, signed_in
 from peers import PythonTLSPeer
@@ -77,6 +79,14 @@ def scan_temp(scanner, since, seen):
                 scanner.check(data.decode("latin-1"), path)
 
 
+def sealed_file_activity():
+    """mtime (ns) of this process's private dyncert-<pid>-* directories: a sealed file written or unlinked changes it."""
+    top, prefix = tempfile.gettempdir(), f"dyncert-{os.getpid()}-"
+    with os.scandir(top) as entries:
+        return {e.path: e.stat(follow_symlinks=False).st_mtime_ns for e in entries
+                if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)}
+
+
 @pytest.fixture(scope="module")
 def world():
     """Client keys made in memory for this module only (never written anywhere by the tests)."""
@@ -88,6 +98,7 @@ def world():
 def test_no_key_material_in_responses_logs_pages_or_temp_files(datastore, settings, world, caplog):
     caplog.set_level(logging.DEBUG)  # the whole app, every logger, at DEBUG
     started = time.time() - 1
+    sealed_before = sealed_file_activity()
     a, b, c = world["clients"]
     needles = [KEY_PASSWORD, P12_PASSWORD] + [line for cr in world["clients"] for line in secret_lines(cr.key_pem)]
     scanner = Scanner(needles)
@@ -176,6 +187,9 @@ def test_no_key_material_in_responses_logs_pages_or_temp_files(datastore, settin
     watcher.join()
     scan_temp(scanner, started, seen_files)
     assert not errors, errors[0]
+    if context.memfd_available() or context.pipe_available():
+        # memfd (3.11, 3.13) or pipes (the Cloud CLI's 3.12): no key touched a file system, not even sealed.
+        assert sealed_file_activity() == sealed_before
     for record in caplog.records:
         scanner.check(record.getMessage(), f"log {record.name}")
         if record.exc_info:
@@ -183,6 +197,20 @@ def test_no_key_material_in_responses_logs_pages_or_temp_files(datastore, settin
     scanner.check(caplog.text, "captured log")
     assert any("outbound_call" in r.getMessage() for r in caplog.records)  # the logs were really captured
     assert scanner.seen > 60
+
+
+def test_sealed_file_activity_sees_the_temp_file_tier(world, monkeypatch):
+    """The twin of the check above: with memfd and pipes off, the sealed file shows in the directory's mtime."""
+    monkeypatch.setattr(context, "MEMFD_ENABLED", False)
+    monkeypatch.setattr(context, "PIPE_ENABLED", False)
+    client = world["clients"][0]
+    identity = ClientIdentity.from_pem(client.cert_pem, client.key_pem)
+    context.client_context(identity)  # the private directory exists from here on
+    before = sealed_file_activity()
+    time.sleep(0.05)  # past the file system's timestamp granularity (a kernel tick)
+    context.client_context(identity)
+    after = sealed_file_activity()
+    assert after.keys() == before.keys() and after != before
 
 
 def test_raw_entities_hold_only_ciphertext(admin, world):
