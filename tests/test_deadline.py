@@ -9,7 +9,6 @@ import dataclasses
 import json
 import select
 import socket
-import ssl
 import threading
 import time
 
@@ -19,6 +18,7 @@ import webtest
 import main
 import pki
 import settings as settings_module
+from loopback import LoopbackTLSServer
 from peers import describe_peer_cert
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
@@ -32,7 +32,7 @@ def world():
     return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "asalieri"))
 
 
-class DripPeer:
+class DripPeer(LoopbackTLSServer):
     """A TLS server whose answer trickles: `http` (Content-Length then one byte per STEP), `line`
     (an echo line one byte per STEP) or `handshake` (its handshake bytes in small slices per STEP).
 
@@ -41,36 +41,10 @@ class DripPeer:
 
     def __init__(self, server, client_ca_pem=None, kind="http"):
         self.kind = kind
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server.leaf.configure_cert(self.ctx)
-        if client_ca_pem is not None:
-            self.ctx.load_verify_locations(cadata=client_ca_pem.decode())
-            self.ctx.verify_mode = ssl.CERT_REQUIRED
+        super().__init__(server, [client_ca_pem] if client_ca_pem is not None else [], threaded=True)
         self.sent, self.finished, self.seen = 0, threading.Event(), None
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-        self.listener.close()
-
-    def _run(self):
-        self.listener.settimeout(0.05)
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
+    def serve(self, conn):
         try:
             if self.kind == "handshake":
                 return self._serve_handshake(conn)

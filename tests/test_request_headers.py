@@ -5,69 +5,45 @@ connection at all), an ordinary one arrives with its custom headers intact.
 """
 
 import json
-import socket
-import ssl
-import threading
 
 import pytest
 
 import pki
+from loopback import LoopbackTLSServer
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 
 
-class RecordingPeer:
+class RecordingPeer(LoopbackTLSServer):
     """A TLS server (client certificate required) that keeps the raw bytes of each request and answers 200."""
 
     def __init__(self, server, client_ca_pem):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server.leaf.configure_cert(self.ctx)
-        self.ctx.load_verify_locations(cadata=client_ca_pem.decode())
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        super().__init__(server, [client_ca_pem])
         self.received, self.accepted = [], 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(5)
-        self.listener.close()
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            try:
-                with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.settimeout(5)
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = tls.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    head, _, body = data.partition(b"\r\n\r\n")
-                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length:")), 0)
-                    while len(body) < length:  # read it all: closing with unread bytes would send a reset
-                        chunk = tls.recv(65536)
-                        if not chunk:
-                            break
-                        body += chunk
-                    self.received.append(data)
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-            except OSError:
-                pass
+    def serve(self, conn):
+        self.accepted += 1
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:  # read it all: closing with unread bytes would send a reset
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                self.received.append(data)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        except OSError:
+            pass
 
 
 @pytest.fixture(scope="module")
