@@ -609,7 +609,7 @@ def exchange_line(sock: ssl.SSLSocket, payload: bytes, target: targets.Target, d
         sock.sendall(payload)
         received = read_line(sock, MAX_BODY)
     except OSError as e:
-        raise after_handshake_error(sock, e, target, deadline) from e
+        raise after_handshake_error(sock, e, target, deadline, version) from e
     if deadline.passed():  # the watcher cut the line short: a partial line is no answer
         raise deadline.error(target, "after the TLS handshake")
     if not received and _unticketed_tls13(sock, version):
@@ -641,14 +641,20 @@ def _queued_alert(sock: ssl.SSLSocket | None) -> ssl.SSLError | None:
 
 
 def after_handshake_error(sock: ssl.SSLSocket | None, exc: BaseException, target: targets.Target,
-                          deadline: Deadline | None = None) -> DyncertError:
-    """Map a failure after the handshake, preferring an alert already queued (it says why the peer hung up)."""
+                          deadline: Deadline | None = None, version: str | None = None) -> DyncertError:
+    """Map a failure after the handshake, preferring an alert already queued (it says why the peer hung up).
+
+    `version`: the TLS version read before the exchange; a TLS 1.3 peer that hung up (a close or,
+    when our write crossed its close, a reset) with no ticket and no alert most likely refused us.
+    """
     if deadline is not None and deadline.passed():
         return deadline.error(target, "after the TLS handshake")
     if isinstance(_root_cause(exc), (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
         queued = _queued_alert(sock)
         if queued is not None:
             return remote_error(queued, target, "after the TLS handshake")
+        if _unticketed_tls13(sock, version):
+            return RemoteError("connection_reset", f"{_SILENT_CLOSE}, after the TLS handshake with {target}.")
     return remote_error(exc, target, "after the TLS handshake")
 
 

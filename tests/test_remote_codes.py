@@ -3,7 +3,9 @@
 import collections
 import datetime
 import json
+import socket
 import ssl
+import struct
 
 import pytest
 
@@ -226,17 +228,20 @@ class SilentRefuser(LoopbackTLSServer):
     """A TLS 1.3 server without tickets that requests a client certificate and, unless it is `wanted`,
     closes without an alert (as Node.js does); a wanted one gets an HTTP answer or its line echoed."""
 
-    def __init__(self, server, ca_pems, wanted_fingerprint):
+    def __init__(self, server, ca_pems, wanted_fingerprint, reset=False):
         super().__init__(server, ca_pems)  # any certificate under a loaded CA completes the handshake
         self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         self.ctx.num_tickets = 0
         self.wanted = wanted_fingerprint
+        self.reset = reset  # hang up with a TCP reset (as when our write crosses its close) instead of a FIN
 
     def serve(self, conn):
         try:
             tls = self.ctx.wrap_socket(conn, server_side=True)
             seen = pki.fingerprint(ssl.DER_cert_to_PEM_cert(tls.getpeercert(binary_form=True)).encode())
             if seen != self.wanted:
+                if self.reset:
+                    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 tls.close()  # no alert, no close_notify: just gone
                 return
             tls.settimeout(5)
@@ -252,11 +257,12 @@ class SilentRefuser(LoopbackTLSServer):
 
 @pytest.mark.parametrize("who, code", [("good", None), ("bad", "connection_reset")])
 @pytest.mark.parametrize("kind", ["request", "echo"])
-def test_tls13_silent_close_says_the_certificate_was_probably_refused(admin, world, kind, who, code):
+@pytest.mark.parametrize("reset", [False, True])
+def test_tls13_silent_close_says_the_certificate_was_probably_refused(admin, world, kind, who, code, reset):
     silent = pki.make_pki("silent")  # the server trusts this CA too: its client completes the handshake
     creds = world["good"] if who == "good" else pki.client_cert(silent.clients_ca, "mallory")
     cas = [world["pki"].ca_pem, silent.ca_pem]
-    with SilentRefuser(world["server"], cas, world["good"].fingerprint_sha256) as peer:
+    with SilentRefuser(world["server"], cas, world["good"].fingerprint_sha256, reset) as peer:
         store(admin, world, peer.port, creds)
         body = {"method": "GET", "path": "/"} if kind == "request" else {"send": "hello\n"}
         reply = admin.post(f"{BASE}/{kind}", json.dumps(body), content_type="application/json", status="*")
