@@ -533,66 +533,63 @@ def get_next(employee, address):
     return identity_view(entity.key, entity.next)
 
 
-def remove_next(employee, address, settings, actor="app"):
-    """Drop the staged next identity; NotFound if none."""
+def _switch(employee, address, settings, actor, change):
+    """Apply change(entity) -> (action, fingerprint after, before) to one Address in one transaction,
+    re-sealing a legacy record and recording the event; `change` raises when the switch cannot be."""
     key = address_key(employee, address)
     kek = sealing.kek_from_settings(settings)
 
     @ndb.transactional()
     def write():
         entity = key.get()
+        action, after, before = change(entity)
+        _reseal_legacy(entity, kek)
+        _save(entity, _event(key, action, actor, after, before))
+        return entity
+
+    return write()
+
+
+def remove_next(employee, address, settings, actor="app"):
+    """Drop the staged next identity; NotFound if none."""
+    def change(entity):
         if entity is None or entity.next is None:
             raise NotFound(f"No next identity is staged for {employee}/{address}.")
         before, entity.next = entity.next.fingerprint_sha256, None
-        _reseal_legacy(entity, kek)
-        _save(entity, _event(key, "next_removed", actor, None, before))
+        return "next_removed", None, before
 
-    write()
+    _switch(employee, address, settings, actor, change)
 
 
 def promote(employee, address, settings, actor="app"):
     """next becomes current, current becomes previous, in one transaction; 409 no_next."""
-    key = address_key(employee, address)
-    kek = sealing.kek_from_settings(settings)
-
-    @ndb.transactional()
-    def write():
-        entity = key.get()
+    def change(entity):
         if entity is None or entity.next is None:
             raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
         before = entity.fingerprint_sha256 if has_current(entity) else None
         entity.previous = copy_slot(entity) if has_current(entity) else entity.previous
         copy_slot(entity.next, entity)
         entity.next = None
-        _reseal_legacy(entity, kek)
-        _save(entity, _event(key, "promoted", actor, entity.fingerprint_sha256, before))
-        return entity
+        return "promoted", entity.fingerprint_sha256, before
 
-    entity = write()
-    previous = identity_view(key, entity.previous) if entity.previous is not None else None
+    entity = _switch(employee, address, settings, actor, change)
+    previous = identity_view(entity.key, entity.previous) if entity.previous is not None else None
     return {"current": public_view(entity), "previous": previous}
 
 
 def rollback(employee, address, settings, actor="app"):
     """current and previous swap, in one transaction; 409 no_previous."""
-    key = address_key(employee, address)
-    kek = sealing.kek_from_settings(settings)
-
-    @ndb.transactional()
-    def write():
-        entity = key.get()
+    def change(entity):
         if entity is None or entity.previous is None or not has_current(entity):
             raise Conflict("no_previous", f"No previous identity is kept for {employee}/{address}.")
         before = entity.fingerprint_sha256
         old_current = copy_slot(entity)
         copy_slot(entity.previous, entity)
         entity.previous = old_current
-        _reseal_legacy(entity, kek)
-        _save(entity, _event(key, "rolled_back", actor, entity.fingerprint_sha256, before))
-        return entity
+        return "rolled_back", entity.fingerprint_sha256, before
 
-    entity = write()
-    return {"current": public_view(entity), "previous": identity_view(key, entity.previous)}
+    entity = _switch(employee, address, settings, actor, change)
+    return {"current": public_view(entity), "previous": identity_view(entity.key, entity.previous)}
 
 
 MAX_HISTORY = 1000  # events shown per address (newest first)
