@@ -1,6 +1,7 @@
 """Shared fixtures: the Datastore emulator, settings, the app and its clients."""
 
 import os
+import re
 
 import pytest
 import webtest
@@ -67,6 +68,20 @@ def client(app):
 def admin(app):
     """A client that sends the admin token."""
     return webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}"})
+
+
+def token_of(page):
+    """The CSRF token the page's forms carry."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+@pytest.fixture
+def signed_in(app):
+    """A browser signed in through the sign-in form (session cookie, CSRF token from the page)."""
+    b = webtest.TestApp(app)
+    page = b.get("/admin").follow()
+    b.post("/signin", {"token": ADMIN_TOKEN, "csrf_token": token_of(page), "next": "/admin"}, status=302)
+    return b
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,11 @@
 and staging an identity made elsewhere as next through the upload form.
 """
 
-import json
-import re
 
 import pytest
-import webtest
 
 import pki
-from conftest import ADMIN_TOKEN
+from conftest import token_of
 from peers import PythonTLSPeer
 from test_lifecycle import sign_csr
 
@@ -24,18 +21,10 @@ def world():
                 second=pki.client_cert(p.clients_ca, "second"))
 
 
-def token_of(page):
-    """The CSRF token the page's forms carry."""
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-
-
 @pytest.fixture
-def browser(app):
-    """A browser signed in through the sign-in form (session cookie, CSRF token from the page)."""
-    b = webtest.TestApp(app)
-    page = b.get("/admin").follow()
-    b.post("/signin", {"token": ADMIN_TOKEN, "csrf_token": token_of(page), "next": "/admin"}, status=302)
-    return b
+def browser(signed_in):
+    """A browser signed in through the sign-in form (conftest)."""
+    return signed_in
 
 
 def body_of(creds, port=443, ca_pem=None):
