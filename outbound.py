@@ -8,9 +8,9 @@ import time
 import urllib.parse
 
 import dyncert
-import models
 from dyncert import calls, context, targets
 from dyncert.errors import DyncertError, InputError
+from models.lastcall import record_call
 
 log = logging.getLogger("dyncert.calls")
 
@@ -56,7 +56,7 @@ def _record(kind, stored, outcome, result, elapsed_ms):
     """Keep the last result for the list page; a failed write must not fail the call itself."""
     status = result.get("status") if isinstance(result, dict) else None
     try:
-        models.record_call(stored.employee, stored.address, kind, outcome, status, elapsed_ms)
+        record_call(stored.employee, stored.address, kind, outcome, status, elapsed_ms)
     except Exception as e:  # noqa: BLE001 - Datastore down or no ndb context: the call's answer matters more
         log.warning("last_call_not_recorded: %s", type(e).__name__,
                     extra={"json_fields": {"event": "last_call_not_recorded", "reason": type(e).__name__}})

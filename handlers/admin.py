@@ -6,7 +6,6 @@ import re
 import urllib.parse
 
 import drafts
-import models
 import outbound
 from dyncert import context, csr
 from dyncert.errors import InputError, RemoteError
@@ -14,6 +13,13 @@ from handlers import auth
 from handlers.api import actor
 from handlers.base import ApiError, PageHandler
 from handlers.calls import METHODS, echo_param, request_params
+from models.body import upload_errors
+from models.entities import Conflict, NotFound, has_current
+from models.lastcall import last_calls
+from models.lifecycle import create_csr, get_csr, history, promote, remove_next, rollback, stage_next
+from models.store import (
+    delete_identity, get_entity, get_record, list_records, load_identity, load_next, put_identity)
+from models.views import identity_view, pending_summary, public_view, rfc3339
 
 UTC = datetime.timezone.utc
 WARN_DAYS = 30  # an identity this close to expiry is flagged on the list
@@ -153,20 +159,20 @@ def expiry(not_before, not_after, now=None):
         label, state = "expired", "expired"
         detail = "expired today" if days == 0 else f"expired {days} day{'s' if days != 1 else ''} ago"
     elif elapsed < 0:
-        label, state, detail = "not yet valid", "future", f"valid from {models.rfc3339(not_before)}"
+        label, state, detail = "not yet valid", "future", f"valid from {rfc3339(not_before)}"
     elif remaining <= datetime.timedelta(days=WARN_DAYS):
         days = remaining.days
         label = "expires today" if days == 0 else f"expires in {days} day{'s' if days != 1 else ''}"
-        state, detail = "expiring", f"until {models.rfc3339(not_after)}"
+        state, detail = "expiring", f"until {rfc3339(not_after)}"
     else:
-        label, state, detail = "valid", "valid", f"until {models.rfc3339(not_after)}"
+        label, state, detail = "valid", "valid", f"until {rfc3339(not_after)}"
     return {"state": state, "label": label, "detail": detail, "percent": percent}
 
 
 def row(entity, now=None):
     """The public view of an entity with its expiry status and page URL (also without a current identity)."""
-    view = models.public_view(entity)
-    current = models.has_current(entity)
+    view = public_view(entity)
+    current = has_current(entity)
     view["has_current"] = current
     view["expiry"] = expiry(entity.not_before, entity.not_after, now) if current else None
     view["holds"] = None if current else holdings(entity)
@@ -183,7 +189,7 @@ def holdings(entity):
 
 def shown_slot(entity):
     """What the list shows for an address: its current identity, else its next, else its pending key's request."""
-    slot = entity if models.has_current(entity) else entity.next
+    slot = entity if has_current(entity) else entity.next
     if slot is not None:
         return {"subject": slot.subject, "key_type": slot.key_type, "host": slot.host, "port": slot.port,
                 "server_hostname": slot.server_hostname, "fingerprint_sha256": slot.fingerprint_sha256}
@@ -227,9 +233,9 @@ class List(AdminHandler):
         if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}/[0-9]{1,16}", deleted):
             deleted = None
         query = self.request.get("q").strip()[:200]
-        entities = models.list_records()  # also addresses with only a pending key or a staged next
+        entities = list_records()  # also addresses with only a pending key or a staged next
         shown = [e for e in entities if matches(e, query)]
-        last = models.last_calls(shown)
+        last = last_calls(shown)
         rows = [dict(row(e, now), last=last_result(last.get(f"{e.key.parent().id()}/{e.key.id()}"), now))
                 for e in shown]
         self.render("admin/list.html", identities=rows, deleted=deleted, warn_days=WARN_DAYS, q=query,
@@ -266,7 +272,7 @@ def last_result(record, now):
         return None
     what = record.call + (f" {record.status}" if record.status else "")
     return {"ok": record.outcome == "ok", "outcome": record.outcome, "what": what,
-            "at": models.rfc3339(record.at), "ago": ago(record.at, now)}
+            "at": rfc3339(record.at), "ago": ago(record.at, now)}
 
 
 def _text(post, name):
@@ -416,12 +422,12 @@ class New(AdminHandler):
         employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST, self.settings)
         # Every field is checked on its own, so one post reports every error at once.
         messages = blank_fields(employee, address, body)
-        errors += models.upload_errors(employee, address, body, self.settings)
+        errors += upload_errors(employee, address, body, self.settings)
         if not errors and not messages:
             try:
-                store = models.stage_next if staging else models.put_identity
+                store = stage_next if staging else put_identity
                 _, created = store(employee, address, body, self.settings, actor=actor(self))
-            except (InputError, models.Conflict) as e:
+            except (InputError, Conflict) as e:
                 errors.append(e)
         if errors or messages:
             self.response.status_int = 400
@@ -459,8 +465,8 @@ class New(AdminHandler):
         if not employee or not address:
             return None
         try:
-            return models.get_entity(employee, address)
-        except (InputError, models.NotFound):
+            return get_entity(employee, address)
+        except (InputError, NotFound):
             return None
 
 
@@ -490,7 +496,7 @@ class Detail(AdminHandler):
         self.show(employee, address)
 
     def show(self, employee, address, result=None, request_values=None, echo_value=None, lifecycle=None):
-        entity = models.get_record(employee, address)  # also an address with only a pending key or a next
+        entity = get_record(employee, address)  # also an address with only a pending key or a next
         identity = row(entity)
         current = entity if identity["has_current"] else None
         name, number = identity["employee"], identity["address"]
@@ -505,11 +511,11 @@ class Detail(AdminHandler):
                     echo_value=echo_value if echo_value is not None else "hello",
                     **lifecycle_values(entity, lifecycle or {"saved": self.request.GET.get("saved")}))
 
-    def call(self, employee, address, kind, work, load=models.load_identity, **form):
+    def call(self, employee, address, kind, work, load=load_identity, **form):
         """Run one test call and re-render the page with its result (or failure)."""
         self.check_csrf()
         stored = load(employee, address, self.settings)  # bad ids, NotFound: error pages
-        result = {"kind": kind, "slot": "next" if load is models.load_next else "current"}
+        result = {"kind": kind, "slot": "next" if load is load_next else "current"}
         try:
             result["data"] = work(stored)
         except RemoteError as e:
@@ -569,11 +575,11 @@ class Delete(AdminHandler):
     """GET a confirmation page, POST to delete."""
 
     def get(self, employee, address):
-        self.render("admin/delete.html", identity=row(models.get_record(employee, address)))
+        self.render("admin/delete.html", identity=row(get_record(employee, address)))
 
     def post(self, employee, address):
         self.check_csrf()
-        models.delete_identity(employee, address, actor=actor(self))
+        delete_identity(employee, address, actor=actor(self))
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)
 
 
@@ -583,9 +589,9 @@ def slot_row(entity, slot, now=None):
     """A next or previous slot's public view with its expiry status (None when the slot is empty)."""
     if slot is None:
         return None
-    view = models.identity_view(entity.key, slot)
+    view = identity_view(entity.key, slot)
     view["expiry"] = expiry(slot.not_before, slot.not_after, now)
-    view["staged"] = models.rfc3339(slot.staged)
+    view["staged"] = rfc3339(slot.staged)
     return view
 
 
@@ -594,8 +600,8 @@ def lifecycle_values(entity, lifecycle):
     now = datetime.datetime.now(UTC)
     pending = entity.pending
     return {"next": slot_row(entity, entity.next, now), "previous": slot_row(entity, entity.previous, now),
-            "pending": models.pending_summary(pending), "csr_pem": pending.csr_pem if pending else None,
-            "history": models.history(entity.key.parent().id(), entity.key.id()), "key_types": csr.KEY_TYPES,
+            "pending": pending_summary(pending), "csr_pem": pending.csr_pem if pending else None,
+            "history": history(entity.key.parent().id(), entity.key.id()), "key_types": csr.KEY_TYPES,
             "csr_form": lifecycle.get("csr_form") or {"key_type": csr.DEFAULT_KEY_TYPE, "CN": common_name(
                 entity.subject or (entity.next and entity.next.subject) or (pending and pending.subject))},
             "lifecycle_error": lifecycle.get("error"), "lifecycle_saved": lifecycle.get("saved"),
@@ -627,7 +633,7 @@ class LifecycleAction(Detail):
     """A lifecycle form on the detail page: a refused change re-renders the page with the reason."""
 
     def refused(self, employee, address, error, **lifecycle):
-        self.response.status_int = 409 if isinstance(error, models.Conflict) else 400
+        self.response.status_int = 409 if isinstance(error, Conflict) else 400
         self.show(employee, address, lifecycle=dict(lifecycle, error={"code": error.code, "message": error.message}))
 
 
@@ -635,17 +641,17 @@ class GenerateCsr(LifecycleAction):
     """POST .../csr: generate a key and CSR (the key is sealed at once); GET downloads the CSR."""
 
     def get(self, employee, address):
-        csr_pem, _ = models.get_csr(employee, address)
+        csr_pem, _ = get_csr(employee, address)
         self.response.content_type = "application/pkcs10"
         self.response.headers["Content-Disposition"] = f'attachment; filename="{employee}-{int(address)}.csr"'
         self.response.text = csr_pem
 
     def post(self, employee, address):
         self.check_csrf()
-        models.get_record(employee, address)  # the page exists only for a stored address
+        get_record(employee, address)  # the page exists only for a stored address
         shown, body = csr_form(self.request.POST)
         try:
-            models.create_csr(employee, address, body, self.settings, actor=actor(self))
+            create_csr(employee, address, body, self.settings, actor=actor(self))
         except InputError as e:
             return self.refused(employee, address, e, csr_form=shown)
         self.redirect(detail_url(employee, int(address)) + "?saved=csr#rotation", code=303)
@@ -679,9 +685,9 @@ class UploadNext(LifecycleAction):
                 raise InputError("invalid_request", "Paste the signed certificate or choose its file.")
             if "PRIVATE KEY-----" in cert:  # this form completes the pending key: it takes no key
                 raise InputError("invalid_request", "Give only the certificate chain here, no private key.")
-            models.stage_next(employee, address, dict(next_target_form(self.request.POST), cert=cert), self.settings,
+            stage_next(employee, address, dict(next_target_form(self.request.POST), cert=cert), self.settings,
                               actor=actor(self))
-        except (InputError, models.Conflict) as e:
+        except (InputError, Conflict) as e:
             return self.refused(employee, address, e, next_form=typed)  # the server as typed (no CA: may hold a key)
         self.redirect(detail_url(employee, int(address)) + "?saved=next#rotation", code=303)
 
@@ -691,7 +697,7 @@ class TestNext(Detail):
 
     def post(self, employee, address):
         self.call(employee, address, "handshake", lambda stored: outbound.handshake(stored, self.settings),
-                  load=models.load_next)
+                  load=load_next)
 
 
 class Confirm(AdminHandler):
@@ -700,7 +706,7 @@ class Confirm(AdminHandler):
     action = None  # "promote", "rollback" or "discard"
 
     def get(self, employee, address):
-        entity = models.get_record(employee, address)  # promote also suits an address with only a next
+        entity = get_record(employee, address)  # promote also suits an address with only a next
         now = datetime.datetime.now(UTC)
         self.render("admin/confirm.html", action=self.action, identity=row(entity, now),
                     next=slot_row(entity, entity.next, now), previous=slot_row(entity, entity.previous, now))
@@ -710,12 +716,12 @@ class Confirm(AdminHandler):
         who = actor(self)
         try:
             if self.action == "promote":
-                models.promote(employee, address, self.settings, actor=who)
+                promote(employee, address, self.settings, actor=who)
             elif self.action == "rollback":
-                models.rollback(employee, address, self.settings, actor=who)
+                rollback(employee, address, self.settings, actor=who)
             else:
-                models.remove_next(employee, address, self.settings, actor=who)
-        except models.Conflict as e:
+                remove_next(employee, address, self.settings, actor=who)
+        except Conflict as e:
             raise ApiError(409, e.code, e.message) from None
         self.redirect(detail_url(employee, int(address)) + f"?saved={self.action}#rotation", code=303)
 

@@ -1,8 +1,9 @@
 """The JSON API of API.md: status and identities."""
 
-import models
 from handlers.base import BaseHandler
 from handlers.pages import status_facts
+from models.store import delete_identity, get_entity, list_identities, put_identity
+from models.views import public_view
 
 
 def actor(handler):
@@ -30,21 +31,21 @@ class Identities(ApiHandler):
     """GET /api/v1/identities: every identity's public view."""
 
     def get(self):
-        self.write_json({"identities": models.list_identities()})
+        self.write_json({"identities": list_identities()})
 
 
 class Identity(ApiHandler):
     """GET, PUT, DELETE one identity."""
 
     def get(self, employee, address):
-        self.write_json(models.public_view(models.get_entity(employee, address)))
+        self.write_json(public_view(get_entity(employee, address)))
 
     def put(self, employee, address):
-        view, created = models.put_identity(employee, address, self.json_body(), self.settings,
+        view, created = put_identity(employee, address, self.json_body(), self.settings,
                                             actor=actor(self))
         self.write_json(view, 201 if created else 200)
 
     def delete(self, employee, address):
-        models.delete_identity(employee, address, actor=actor(self))
+        delete_identity(employee, address, actor=actor(self))
         self.response.status_int = 204
         del self.response.headers["Content-Type"]  # a 204 has no body to describe

@@ -6,11 +6,11 @@ import re
 
 import webapp2
 
-import models
 import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.templating import render
+from models.entities import NotFound
 
 log = logging.getLogger("dyncert.app")
 
@@ -75,7 +75,7 @@ class BaseHandler(webapp2.RequestHandler):
             return self.error_response(400, e.code, e.message)
         except RemoteError as e:
             return self.error_response(504 if e.code == "timeout" else 502, e.code, e.message)
-        except models.NotFound as e:
+        except NotFound as e:
             return self.error_response(404, "not_found", str(e))
         except sealing.RecordTampered as e:  # reported, never used: replacing the identity repairs it
             log.error("sealed record refused: %s", self.request.path)

@@ -1,10 +1,10 @@
 """Outbound call endpoints: handshake, request and echo for a stored identity."""
 
-import models
 import outbound
 from dyncert.calls import METHODS, check_request
 from dyncert.errors import InputError
 from handlers.api import ApiHandler
+from models.store import load_identity
 
 MAX_SEND = 64 * 1024  # request bodies and echo lines we forward
 
@@ -41,7 +41,7 @@ class CallHandler(ApiHandler):
         return super().error_response(status, code, message)
 
     def stored(self, employee, address):
-        return models.load_identity(employee, address, self.settings)
+        return load_identity(employee, address, self.settings)
 
 
 class Handshake(CallHandler):

@@ -4,10 +4,10 @@ import json
 import logging
 import re
 
-import models
 import sessions
 from handlers.api import ApiHandler
 from handlers.base import ApiError
+from models.expiry import expiry_report
 
 log = logging.getLogger("dyncert.expiry")
 MAX_DAYS = 3650  # ten years ahead is already every certificate
@@ -26,7 +26,7 @@ class Expiry(ApiHandler):
         days = self.request.get("days", "30")
         if not re.fullmatch(r"[0-9]{1,4}", days) or int(days) > MAX_DAYS:  # ASCII digits, a sane range
             raise ApiError(400, "invalid_request", f"'days' must be a whole number from 0 to {MAX_DAYS}.")
-        report = models.expiry_report(warn_days=int(days))
+        report = expiry_report(warn_days=int(days))
         sessions.purge_expired()  # daily: ended sessions nobody presented again
         sessions.purge_idle_attempts()  # and sign-in counters of addresses long silent (one per attacker address)
         for state in ("expired", "expiring"):

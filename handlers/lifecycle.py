@@ -1,9 +1,11 @@
 """The key lifecycle routes of API.md v1.1: CSR, next, promote, rollback, history."""
 
-import models
 import outbound
 from handlers.api import ApiHandler, actor
 from handlers.calls import CallHandler
+from models.entities import Conflict
+from models.lifecycle import create_csr, get_csr, get_next, history, promote, remove_next, rollback, stage_next
+from models.store import load_next
 
 
 class LifecycleHandler(ApiHandler):
@@ -12,7 +14,7 @@ class LifecycleHandler(ApiHandler):
     def dispatch(self):
         try:
             return super().dispatch()
-        except models.Conflict as e:
+        except Conflict as e:
             return self.error_response(409, e.code, e.message)
 
 
@@ -20,11 +22,11 @@ class Csr(LifecycleHandler):
     """POST a new pending key and its CSR; GET the pending CSR again."""
 
     def get(self, employee, address):
-        csr_pem, pending = models.get_csr(employee, address)
+        csr_pem, pending = get_csr(employee, address)
         self.write_json({"csr": csr_pem, "pending": pending})
 
     def post(self, employee, address):
-        csr_pem, pending = models.create_csr(employee, address, self.json_body(), self.settings,
+        csr_pem, pending = create_csr(employee, address, self.json_body(), self.settings,
                                              actor=actor(self))
         self.write_json({"csr": csr_pem, "pending": pending}, 201)
 
@@ -33,14 +35,14 @@ class Next(LifecycleHandler):
     """GET, PUT (stage) and DELETE the next identity."""
 
     def get(self, employee, address):
-        self.write_json({"next": models.get_next(employee, address)})
+        self.write_json({"next": get_next(employee, address)})
 
     def put(self, employee, address):
-        view, created = models.stage_next(employee, address, self.json_body(), self.settings, actor=actor(self))
+        view, created = stage_next(employee, address, self.json_body(), self.settings, actor=actor(self))
         self.write_json({"next": view}, 201 if created else 200)
 
     def delete(self, employee, address):
-        models.remove_next(employee, address, self.settings, actor=actor(self))
+        remove_next(employee, address, self.settings, actor=actor(self))
         self.response.status_int = 204
         del self.response.headers["Content-Type"]  # a 204 has no body to describe
 
@@ -50,7 +52,7 @@ class NextHandshake(CallHandler):
 
     def post(self, employee, address):
         self.json_body()  # an empty body is expected; a malformed one is still refused
-        self.write_json(outbound.handshake(models.load_next(employee, address, self.settings), self.settings))
+        self.write_json(outbound.handshake(load_next(employee, address, self.settings), self.settings))
 
 
 class Promote(LifecycleHandler):
@@ -58,7 +60,7 @@ class Promote(LifecycleHandler):
 
     def post(self, employee, address):
         self.json_body()
-        self.write_json(models.promote(employee, address, self.settings, actor=actor(self)))
+        self.write_json(promote(employee, address, self.settings, actor=actor(self)))
 
 
 class Rollback(LifecycleHandler):
@@ -66,11 +68,11 @@ class Rollback(LifecycleHandler):
 
     def post(self, employee, address):
         self.json_body()
-        self.write_json(models.rollback(employee, address, self.settings, actor=actor(self)))
+        self.write_json(rollback(employee, address, self.settings, actor=actor(self)))
 
 
 class History(LifecycleHandler):
     """GET .../history: every change, newest first."""
 
     def get(self, employee, address):
-        self.write_json({"events": models.history(employee, address)})
+        self.write_json({"events": history(employee, address)})

@@ -194,7 +194,7 @@ def test_a_query_that_needs_a_composite_index_is_refused_so_the_check_can_fail(s
 
 # --- .gcloudignore: the upload set ---------------------------------------------------------
 
-MUST_UPLOAD = {"main.py", "app.yaml", "requirements.txt", "models.py", "settings.py", "sealing.py",
+MUST_UPLOAD = {"main.py", "app.yaml", "requirements.txt", "models/__init__.py", "settings.py", "sealing.py",
                "dyncert/__init__.py", "dyncert/context.py", "handlers/routes.py", "handlers/cron.py",
                "templates/base.html", "static/style.css"}
 NEVER_UPLOAD = (".venv/", ".venv312/", "local/", "artifacts/", "tests/", "bench/", "devserver/", "tools/",

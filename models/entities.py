@@ -1,0 +1,142 @@
+"""The Datastore entities (Employee, Address with its slots, Event), their keys and the store's two errors."""
+
+import datetime
+import re
+
+from google.cloud import ndb
+
+from dyncert.errors import InputError
+
+EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+MAX_ADDRESS_ID = 2 ** 53
+UTC = datetime.timezone.utc
+
+
+class NotFound(Exception):
+    """No identity is stored under that key."""
+
+
+class Conflict(Exception):
+    """The address is not in a state that allows this change (409 with a stable code)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Employee(ndb.Model):
+    """The parent of an employee's Addresses (its id is the employee name)."""
+
+    created = ndb.DateTimeProperty(auto_now_add=True, tzinfo=UTC)
+
+
+class Slot(ndb.Model):
+    """One identity: certificate chain, sealed key and the peer it talks to (current, next or previous)."""
+
+    chain_pem = ndb.TextProperty()
+    sealed_key = ndb.BlobProperty()                # AES-256-GCM ciphertext of the PKCS#8 key
+    wrapped_dek = ndb.BlobProperty()               # its data key, wrapped by the KEK
+    kek_id = ndb.TextProperty()
+    seal_version = ndb.IntegerProperty(indexed=False)  # None: v1 (entity only); 2: also target and trust
+    ca_certs = ndb.TextProperty()                  # PEM bundle trusted for the peer, or None
+    host = ndb.TextProperty()
+    port = ndb.IntegerProperty(indexed=False)
+    server_hostname = ndb.TextProperty()
+    tls_version = ndb.TextProperty()
+    subject = ndb.TextProperty()
+    issuer = ndb.TextProperty()
+    serial = ndb.TextProperty()
+    not_before = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+    not_after = ndb.DateTimeProperty(tzinfo=UTC)   # indexed: the expiry check queries it
+    fingerprint_sha256 = ndb.StringProperty()
+    san = ndb.TextProperty(repeated=True)
+    key_type = ndb.TextProperty()
+    chain_length = ndb.IntegerProperty(indexed=False)
+    staged = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+
+
+SLOT_FIELDS = tuple(Slot._properties)
+
+
+class Pending(ndb.Model):
+    """A key generated here, sealed, waiting for the certificate its CSR asks for."""
+
+    sealed_key = ndb.BlobProperty()
+    wrapped_dek = ndb.BlobProperty()
+    kek_id = ndb.TextProperty()
+    key_type = ndb.TextProperty()
+    public_key_sha256 = ndb.TextProperty()
+    subject = ndb.TextProperty()
+    san = ndb.TextProperty(repeated=True)
+    csr_pem = ndb.TextProperty()
+    created = ndb.DateTimeProperty(tzinfo=UTC)
+
+
+class Address(Slot):
+    """An address: its `current` identity (the entity's own Slot fields), `next`, `previous`, `pending`.
+
+    Entities stored before v1.1 hold only the Slot fields: they read as `current` unchanged.
+    One entity holds every slot, so promote and rollback are single-entity transactions.
+    """
+
+    next = ndb.LocalStructuredProperty(Slot)
+    previous = ndb.LocalStructuredProperty(Slot)
+    pending = ndb.LocalStructuredProperty(Pending)
+    pending_created = ndb.DateTimeProperty(tzinfo=UTC)  # indexed: the cron finds stale pending keys
+    created = ndb.DateTimeProperty(auto_now_add=True, tzinfo=UTC)
+    updated = ndb.DateTimeProperty(auto_now=True, tzinfo=UTC)
+
+
+class Event(ndb.Model):
+    """One change of an address, a child of its key (kept after the address is deleted)."""
+
+    at = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+    actor = ndb.TextProperty()
+    action = ndb.TextProperty()
+    fingerprint_sha256 = ndb.TextProperty()
+    previous_fingerprint_sha256 = ndb.TextProperty()
+    public_key_sha256 = ndb.TextProperty()
+
+
+def address_key(employee, address):
+    """Key('Employee', employee, 'Address', address), after checking both ids."""
+    if not isinstance(employee, str) or not EMPLOYEE_ID.match(employee):
+        raise InputError("invalid_request", "The employee id must be 1-64 characters of A-Z a-z 0-9 . _ @ -.")
+    if isinstance(address, str):
+        # ASCII digits only: str.isdigit() and int() also take "²" (an error) and "١" (read as 1).
+        address = int(address) if re.fullmatch(r"[0-9]{1,16}", address) else 0
+    if isinstance(address, bool) or not isinstance(address, int) or not 1 <= address <= MAX_ADDRESS_ID:
+        raise InputError("invalid_request", "The address id must be an integer from 1 to 2^53.")
+    return ndb.Key(Employee, employee, Address, address)
+
+
+def copy_slot(source, target=None):
+    """The identity fields of `source` copied into `target` (a new Slot when None)."""
+    target = target if target is not None else Slot()
+    for name in SLOT_FIELDS:
+        value = getattr(source, name)
+        setattr(target, name, list(value) if isinstance(value, list) else value)
+    return target
+
+
+def has_current(entity):
+    """True when the entity holds a current identity (not only a pending key or a next one)."""
+    return entity is not None and bool(entity.chain_pem)
+
+
+def new_event(key, action, actor, after=None, before=None, public_key=None):
+    """A history event for `key` (put in the same transaction as the change)."""
+    return Event(parent=key, at=datetime.datetime.now(UTC), actor=actor or "unknown", action=action,
+                 fingerprint_sha256=after, previous_fingerprint_sha256=before, public_key_sha256=public_key)
+
+
+def save_with_event(entity, event):
+    """Write the entity and its history event (inside the caller's transaction: one commit)."""
+    entity.put()
+    event.put()
+
+
+def ensure_employee(key):
+    """Create the parent Employee of `key` if it does not exist yet."""
+    if key.parent().get() is None:
+        Employee(key=key.parent()).put()

@@ -1,0 +1,190 @@
+"""Key lifecycle (API.md v1.1): CSR and pending key, stage a next identity, promote, rollback, history.
+
+Each change is one transaction on one Address entity with its history Event.
+"""
+
+import datetime
+
+from google.cloud import ndb
+
+import sealing
+from dyncert import csr
+from dyncert.identity import ClientIdentity, parse_ca_bundle
+from models.binding import new_slot, pending_context, reseal_legacy
+from models.body import field, identity_from_body, target_from_body, tls_version_from_body
+from models.entities import (
+    UTC, Address, Conflict, Event, NotFound, Pending, address_key, copy_slot, ensure_employee, has_current,
+    new_event, save_with_event)
+from models.store import get_record
+from models.views import event_view, identity_view, pending_summary, public_view
+
+def create_csr(employee, address, body, settings, actor="app"):
+    """Generate a key and CSR, seal the key at once, keep it pending; returns (csr PEM, pending summary)."""
+    key = address_key(employee, address)
+    made = csr.new_key_and_csr(body.get("key_type"), body.get("subject"), body.get("san"))
+    kek = sealing.kek_from_settings(settings)
+    wrapped_dek, sealed_key = sealing.seal(kek, made.key_pem, pending_context(key, made.public_key_sha256))
+    now = datetime.datetime.now(UTC)
+    pending = Pending(sealed_key=sealed_key, wrapped_dek=wrapped_dek, kek_id=kek.kek_id, key_type=made.key_type,
+                      public_key_sha256=made.public_key_sha256, subject=made.subject, san=made.san,
+                      csr_pem=made.csr_pem, created=now)
+
+    @ndb.transactional()
+    def write():
+        entity = key.get()
+        if entity is None:
+            ensure_employee(key)
+            entity = Address(key=key)
+        entity.pending, entity.pending_created = pending, now
+        reseal_legacy(entity, kek)
+        save_with_event(entity, new_event(key, "csr_created", actor, public_key=made.public_key_sha256))
+
+    write()
+    return made.csr_pem, pending_summary(pending)
+
+
+def get_csr(employee, address):
+    """The pending key's CSR and summary, or NotFound."""
+    entity = get_record(employee, address)
+    if entity.pending is None:
+        raise NotFound(f"No key is pending for {employee}/{address}.")
+    return entity.pending.csr_pem, pending_summary(entity.pending)
+
+
+def _completes_pending(body):
+    """True for a PUT .../next body that brings only the certificate for the pending key."""
+    return bool(body.get("cert")) and not body.get("key") and not body.get("pkcs12") \
+        and "PRIVATE KEY-----" not in str(body.get("cert"))
+
+
+def _next_target(body, current, settings):
+    """Target fields of a next identity: the body's, each defaulting to the current identity's."""
+    merged = {name: body.get(name) for name in ("host", "port", "server_hostname", "tls_version", "ca_certs")}
+    if current is not None:
+        defaults = {"host": current.host, "port": current.port, "tls_version": current.tls_version,
+                    "ca_certs": current.ca_certs}
+        if merged["host"] is None:  # a new host brings its own SNI name (default: itself)
+            defaults["server_hostname"] = current.server_hostname
+        merged = {k: v if v is not None else defaults.get(k) for k, v in merged.items()}
+    ca_text = field(merged, "ca_certs", str)
+    ca_pem = parse_ca_bundle(ca_text).decode() if ca_text and ca_text.strip() else None
+    return ca_pem, target_from_body(merged, settings.allowed_targets), tls_version_from_body(merged)
+
+
+def stage_next(employee, address, body, settings, now=None, actor="app"):
+    """Stage a next identity: the certificate for the pending key, or a full upload; returns (view, created?)."""
+    key = address_key(employee, address)
+    entity = key.get()
+    kek = sealing.kek_from_settings(settings)
+    completing = _completes_pending(body)
+    if completing:
+        if entity is None or entity.pending is None:
+            raise Conflict("no_pending", f"No key is pending for {employee}/{address}: POST .../csr first, "
+                                         "or give 'key' (or 'pkcs12') with the certificate.")
+        pending = entity.pending
+        key_pem = sealing.unseal(kek, pending.wrapped_dek, pending.sealed_key,
+                                 pending_context(key, pending.public_key_sha256))
+        identity = ClientIdentity.from_pem(field(body, "cert", str), key_pem, now=now)  # key_mismatch if foreign
+    else:
+        identity = identity_from_body(body, now=now)
+    ca_pem, target, tls_version = _next_target(body, entity if has_current(entity) else None, settings)
+    slot = new_slot(identity, ca_pem, target, tls_version, kek, key)
+
+    @ndb.transactional()
+    def write():
+        record = key.get()
+        if completing and (record is None or record.pending is None
+                           or record.pending.public_key_sha256 != pending.public_key_sha256):
+            raise Conflict("no_pending", "The pending key changed while the certificate was checked; retry.")
+        if record is None:
+            ensure_employee(key)
+            record = Address(key=key)
+        before = record.next.fingerprint_sha256 if record.next is not None else None
+        record.next = slot
+        if completing:
+            record.pending, record.pending_created = None, None
+        reseal_legacy(record, kek)
+        save_with_event(record, new_event(key, "next_staged", actor, slot.fingerprint_sha256, before))
+        return before is None
+
+    created = write()
+    return identity_view(key, slot), created
+
+
+def get_next(employee, address):
+    """The public view of the staged next identity, or NotFound."""
+    entity = get_record(employee, address)
+    if entity.next is None:
+        raise NotFound(f"No next identity is staged for {employee}/{address}.")
+    return identity_view(entity.key, entity.next)
+
+
+def _switch(employee, address, settings, actor, change):
+    """Apply change(entity) -> (action, fingerprint after, before) to one Address in one transaction,
+    re-sealing a legacy record and recording the event; `change` raises when the switch cannot be."""
+    key = address_key(employee, address)
+    kek = sealing.kek_from_settings(settings)
+
+    @ndb.transactional()
+    def write():
+        entity = key.get()
+        action, after, before = change(entity)
+        reseal_legacy(entity, kek)
+        save_with_event(entity, new_event(key, action, actor, after, before))
+        return entity
+
+    return write()
+
+
+def remove_next(employee, address, settings, actor="app"):
+    """Drop the staged next identity; NotFound if none."""
+    def change(entity):
+        if entity is None or entity.next is None:
+            raise NotFound(f"No next identity is staged for {employee}/{address}.")
+        before, entity.next = entity.next.fingerprint_sha256, None
+        return "next_removed", None, before
+
+    _switch(employee, address, settings, actor, change)
+
+
+def promote(employee, address, settings, actor="app"):
+    """next becomes current, current becomes previous, in one transaction; 409 no_next."""
+    def change(entity):
+        if entity is None or entity.next is None:
+            raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
+        before = entity.fingerprint_sha256 if has_current(entity) else None
+        entity.previous = copy_slot(entity) if has_current(entity) else entity.previous
+        copy_slot(entity.next, entity)
+        entity.next = None
+        return "promoted", entity.fingerprint_sha256, before
+
+    entity = _switch(employee, address, settings, actor, change)
+    previous = identity_view(entity.key, entity.previous) if entity.previous is not None else None
+    return {"current": public_view(entity), "previous": previous}
+
+
+def rollback(employee, address, settings, actor="app"):
+    """current and previous swap, in one transaction; 409 no_previous."""
+    def change(entity):
+        if entity is None or entity.previous is None or not has_current(entity):
+            raise Conflict("no_previous", f"No previous identity is kept for {employee}/{address}.")
+        before = entity.fingerprint_sha256
+        old_current = copy_slot(entity)
+        copy_slot(entity.previous, entity)
+        entity.previous = old_current
+        return "rolled_back", entity.fingerprint_sha256, before
+
+    entity = _switch(employee, address, settings, actor, change)
+    return {"current": public_view(entity), "previous": identity_view(entity.key, entity.previous)}
+
+
+MAX_HISTORY = 1000  # events shown per address (newest first)
+
+
+def history(employee, address):
+    """The address's change events, newest first (also after it was deleted)."""
+    key = address_key(employee, address)
+    # Ancestor only (no sort) needs no composite index; ids are scattered, so read all, then sort by time.
+    events = Event.query(ancestor=key).fetch()
+    events.sort(key=lambda e: e.at or datetime.datetime.min.replace(tzinfo=UTC), reverse=True)
+    return [event_view(e) for e in events[:MAX_HISTORY]]
