@@ -10,7 +10,7 @@ from google.cloud import ndb
 import applog
 import settings as settings_module
 from handlers import routes
-from handlers.admin import MAX_FORM_BYTES
+from handlers.admin.forms import MAX_FORM_BYTES
 from handlers.base import MAX_BODY_BYTES, SECURITY_HEADERS, Response
 
 applog.configure()  # JSON lines for Cloud Logging on App Engine or with LOG_FORMAT=json, else text

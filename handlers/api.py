@@ -1,7 +1,7 @@
 """The JSON API of API.md: status and identities."""
 
 from handlers.base import BaseHandler
-from handlers.pages import status_facts
+from handlers.status import status_facts
 from models.store import delete_identity, get_entity, list_identities, put_identity
 from models.views import public_view
 
@@ -42,7 +42,7 @@ class Identity(ApiHandler):
 
     def put(self, employee, address):
         view, created = put_identity(employee, address, self.json_body(), self.settings,
-                                            actor=actor(self))
+                                     actor=actor(self))
         self.write_json(view, 201 if created else 200)
 
     def delete(self, employee, address):

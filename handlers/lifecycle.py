@@ -27,7 +27,7 @@ class Csr(LifecycleHandler):
 
     def post(self, employee, address):
         csr_pem, pending = create_csr(employee, address, self.json_body(), self.settings,
-                                             actor=actor(self))
+                                      actor=actor(self))
         self.write_json({"csr": csr_pem, "pending": pending}, 201)
 
 

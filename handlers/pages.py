@@ -5,22 +5,12 @@ import re
 import urllib.parse
 
 import sessions
-from dyncert import context, runtime
 from handlers import auth
 from handlers.base import ApiError, BaseHandler, PageHandler
-from models.store import count_identities
+from handlers.status import status_facts
 
 # `make run` sets a random id per run and checks it on /healthz: proof the port is its own app.
 RUN_ID = os.environ.get("DYNCERT_RUN_ID", "")
-
-
-def status_facts(settings):
-    """The runtime facts shown on `/` and by `GET /api/v1/status`."""
-    trust = context.default_trust()
-    return dict(runtime.facts(), https_verify=settings.https_verify,
-                ca_file=settings.ca_file or trust["cafile"],
-                ca_path=None if settings.ca_file else trust["capath"],
-                identities=count_identities())
 
 
 class Healthz(BaseHandler):

@@ -5,7 +5,8 @@ import logging
 
 import webapp2
 
-from handlers import admin, api, calls, cron, lifecycle, pages, static
+from handlers import api, calls, cron, lifecycle, pages, static
+from handlers.admin import pages as admin_pages, rotation as admin_rotation
 
 EMPLOYEE = r"<employee:[^/]+>"
 ADDRESS = r"<address:[^/]+>"
@@ -33,19 +34,19 @@ ROUTES = [
     webapp2.Route(IDENTITY + "/history", lifecycle.History),
     webapp2.Route("/api/v1/fetch", calls.Fetch),
     webapp2.Route("/cron/expiry", cron.Expiry),
-    webapp2.Route("/admin", admin.List),
-    webapp2.Route("/admin/new", admin.New),
-    webapp2.Route(ADMIN_IDENTITY, admin.Detail),
-    webapp2.Route(ADMIN_IDENTITY + "/delete", admin.Delete),
-    webapp2.Route(ADMIN_IDENTITY + "/test", admin.Test),
-    webapp2.Route(ADMIN_IDENTITY + "/request", admin.Request),
-    webapp2.Route(ADMIN_IDENTITY + "/echo", admin.Echo),
-    webapp2.Route(ADMIN_IDENTITY + "/csr", admin.GenerateCsr),
-    webapp2.Route(ADMIN_IDENTITY + "/next", admin.UploadNext),
-    webapp2.Route(ADMIN_IDENTITY + "/next/test", admin.TestNext),
-    webapp2.Route(ADMIN_IDENTITY + "/next/discard", admin.DiscardNext),
-    webapp2.Route(ADMIN_IDENTITY + "/promote", admin.Promote),
-    webapp2.Route(ADMIN_IDENTITY + "/rollback", admin.Rollback),
+    webapp2.Route("/admin", admin_pages.List),
+    webapp2.Route("/admin/new", admin_pages.New),
+    webapp2.Route(ADMIN_IDENTITY, admin_pages.Detail),
+    webapp2.Route(ADMIN_IDENTITY + "/delete", admin_pages.Delete),
+    webapp2.Route(ADMIN_IDENTITY + "/test", admin_pages.Test),
+    webapp2.Route(ADMIN_IDENTITY + "/request", admin_pages.Request),
+    webapp2.Route(ADMIN_IDENTITY + "/echo", admin_pages.Echo),
+    webapp2.Route(ADMIN_IDENTITY + "/csr", admin_rotation.GenerateCsr),
+    webapp2.Route(ADMIN_IDENTITY + "/next", admin_rotation.UploadNext),
+    webapp2.Route(ADMIN_IDENTITY + "/next/test", admin_rotation.TestNext),
+    webapp2.Route(ADMIN_IDENTITY + "/next/discard", admin_rotation.DiscardNext),
+    webapp2.Route(ADMIN_IDENTITY + "/promote", admin_rotation.Promote),
+    webapp2.Route(ADMIN_IDENTITY + "/rollback", admin_rotation.Rollback),
 ]
 
 PUBLIC_PATHS = ("/", "/healthz", "/signin", "/static/")
@@ -60,7 +61,7 @@ def _json_error(response, status, code, message):
 def not_found(request, response, exception):
     """404 for unknown paths: a styled page for a signed-in browser, else JSON (as for anonymous callers)."""
     if not request.path.startswith("/api/") and "text/html" in request.headers.get("Accept", ""):
-        if admin.NotFoundPage(request, response).show():
+        if admin_pages.NotFoundPage(request, response).show():
             return
     _json_error(response, 404, "not_found", "There is nothing at this address.")
 

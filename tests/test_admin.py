@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from conftest import ADMIN_TOKEN
 from pki import pem_block, pem_pair
 from devserver.emulator import free_port
-from handlers import admin as admin_pages
+from handlers.admin import explain, present
 from handlers import auth
 
 UTC = datetime.timezone.utc
@@ -128,7 +128,7 @@ def test_list_flags_expiring_and_expired(admin, expiring_and_expired):
 ])
 def test_expiry_status(days_before, days_after, state, label, percent):
     now = datetime.datetime(2030, 1, 1, tzinfo=UTC)
-    status = admin_pages.expiry(now - datetime.timedelta(days=days_before),
+    status = present.expiry(now - datetime.timedelta(days=days_before),
                                 now + datetime.timedelta(days=days_after), now)
     assert (status["state"], status["label"], status["percent"]) == (state, label, percent)
 
@@ -465,13 +465,13 @@ def test_failures_explain_what_to_check(admin, upload, demo_peer):
         post_upload(admin, form_fields(upload, address=str(address), host="127.0.0.1", **change))
         page = call(admin, "/test", status=status, address=str(address))
         assert page.html.select_one("#result-code").text == code, page.text
-        what, check = admin_pages.EXPLANATIONS[code]
+        what, check = explain.EXPLANATIONS[code]
         check = check.format(trusts="the CA bundle stored with this identity", or_ca_file="")
         text = page.html.select_one("#result").text
         assert what in text and check in text
-    assert "check ca_certs" in admin_pages.EXPLANATIONS["unknown_ca"][1]
+    assert "check ca_certs" in explain.EXPLANATIONS["unknown_ca"][1]
 
 
 def test_every_remote_code_has_an_explanation():
     from dyncert.errors import REMOTE_CODES
-    assert REMOTE_CODES | {"target_not_allowed"} <= set(admin_pages.EXPLANATIONS)
+    assert REMOTE_CODES | {"target_not_allowed"} <= set(explain.EXPLANATIONS)
