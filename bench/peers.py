@@ -1,4 +1,4 @@
-"""The loopback peers: `openssl s_server -Verify 1` (handshakes) and nginx with ssl_verify_client (HTTP keep-alive)."""
+"""The loopback peers: `openssl s_server -Verify 1 -verify_return_error` (handshakes) and nginx with ssl_verify_client (HTTP keep-alive)."""
 
 import os
 import re
@@ -91,7 +91,7 @@ class _Process:
 
 
 class SServer(_Process):
-    """`openssl s_server -www -Verify 1` on a free loopback port: a client certificate is required."""
+    """`openssl s_server -www -Verify 1 -verify_return_error` on a free loopback port: a client certificate is required."""
 
     def __init__(self, pki, tls=None):
         self.port = free_port()

@@ -141,7 +141,7 @@ def table(result):
     hs, https, app, mem = result.get("handshakes"), result.get("https"), result.get("app"), result.get("memory")
     if hs:
         reused = {k: f"session_reused {a}/{n}" for k, (a, n) in hs["reused"].items()}
-        lines += [""] + _rows(f"Handshakes against openssl s_server -Verify 1 ({hs['tls_version']}), "
+        lines += [""] + _rows(f"Handshakes against openssl s_server -Verify 1 -verify_return_error ({hs['tls_version']}), "
                               "connect + handshake + close", HANDSHAKE_ROWS, hs["summary"], "static", reused)
     tk = result.get("tickets")
     if tk:

@@ -2,7 +2,7 @@
 
 A server that sends no ticket gives no sign that it accepted our certificate; handshake() waits
 a small multiple of the server's answer time for an alert instead of a fixed 0.5 s. Both peers are
-`openssl s_server -Verify 1 -tls1_3`, one with `-num_tickets 0`; calls are timed with reuse off
+`openssl s_server -Verify 1 -verify_return_error -tls1_3`, one with `-num_tickets 0`; calls are timed with reuse off
 (both do full handshakes: the wait is the only difference) and with reuse on (as the app runs:
 only the ticketing server can resume).
 """
@@ -14,7 +14,7 @@ from . import paths, peers, timing
 
 
 class NoTicketSServer(peers.SServer):
-    """`openssl s_server -Verify 1 -tls1_3 -num_tickets 0`: accepts, and says nothing after the handshake."""
+    """`openssl s_server -Verify 1 -verify_return_error -tls1_3 -num_tickets 0`: accepts, and says nothing after the handshake."""
 
     def __init__(self, pki):
         super().__init__(pki, "1.3")

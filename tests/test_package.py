@@ -27,6 +27,7 @@ def wheel(tmp_path_factory):
     """`pip wheel .` built from a copy of the tree (setuptools writes build/ and egg-info next to the sources)."""
     source = tmp_path_factory.mktemp("source")
     shutil.copy(os.path.join(ROOT, "pyproject.toml"), source)
+    shutil.copy(os.path.join(ROOT, "LICENSE"), source)
     shutil.copytree(os.path.join(ROOT, "dyncert"), source / "dyncert",
                     ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheels")
@@ -53,11 +54,37 @@ def test_wheel_metadata(wheel):
     assert 'extra == "requests"' in metadata and 'extra == "httpx"' in metadata
 
 
+def test_wheel_says_license_authors_urls_and_classifiers(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        metadata = z.read(f"dyncert-{dyncert.__version__}.dist-info/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata
+    assert f"dyncert-{dyncert.__version__}.dist-info/licenses/LICENSE" in names
+    assert "Author: The dyncert authors" in metadata
+    assert metadata.count("Project-URL: ") >= 2
+    for classifier in ("Programming Language :: Python :: 3.13", "Typing :: Typed",
+                       "Topic :: Security :: Cryptography"):
+        assert f"Classifier: {classifier}" in metadata
+    with open(os.path.join(ROOT, "LICENSE")) as f:
+        head = f.read(300)
+    assert "Apache License" in head and "Version 2.0" in head
+
+
+def test_every_subpackage_is_in_the_wheel(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    dyncert_dir = os.path.join(ROOT, "dyncert")
+    for directory, _, files in os.walk(dyncert_dir):
+        for name in files:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(directory, name), ROOT).replace(os.sep, "/")
+                assert rel in names, rel
+
+
 def test_requirements_txt_stays_the_deploy_source(wheel):
     # App Engine installs requirements.txt when it exists; the pyproject must not replace it.
     assert os.path.isfile(os.path.join(ROOT, "requirements.txt"))
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        assert 'packages = ["dyncert"]' in f.read()
+        assert 'include = ["dyncert", "dyncert.*"]' in f.read()
 
 
 CHECK = """
