@@ -1,4 +1,8 @@
-"""Outbound calls for a stored identity: cached context, the call itself, one log line each."""
+"""Outbound calls for a stored identity: cached context, the call itself, one log line each.
+
+The call path touches Datastore twice: the handler's one read before (models.store.load_identity)
+and, after, the LastCall write (models.lastcall.record_call); dyncert does the rest.
+"""
 
 import functools
 import io
@@ -92,40 +96,17 @@ def echo(stored, settings, send):
     """Write `send` on a raw mTLS socket and read one line back: the python27 sample, on Python 3.
 
     It reads like the old App Engine code on purpose: the key and certificate strings wrapped in
-    StringIO, `wrap_socket(... cert_reqs=CERT_REQUIRED, ca_certs=...)`, then `match_hostname`.
+    StringIO, and dyncert.compat_echo does `wrap_socket(... cert_reqs=CERT_REQUIRED, ca_certs=...)`,
+    then `match_hostname`, as the seed did.
     """
     target = stored.target
     key_str, cert_str = stored.identity.key_pem.decode(), stored.identity.chain_pem.decode()
     ca_certs = stored.ca_certs or default_ca_certs(settings)
 
     def work():
-        started = time.perf_counter()
-        deadline = calls.Deadline(settings.call_deadline)
-        sock = calls.connect(target, timeouts(settings), allowed(settings), deadline)  # a checked address only
-        try:
-            deadline.watch(sock)  # the handshake below reads through this same file descriptor
-            # do_handshake() is bounded as a whole by the socket timeout; reads by the deadline's watcher.
-            sock.settimeout(deadline.timeout(settings.io_timeout))
-            # server_hostname sends SNI, which python27's sample predates; many servers need it now.
-            sock = dyncert.wrap_socket(sock, keyfile=io.StringIO(key_str), certfile=io.StringIO(cert_str),
-                                       cert_reqs=ssl.CERT_REQUIRED, ca_certs=ca_certs,
-                                       server_hostname=target.sni)
-            deadline.watch(sock)
-            dyncert.match_hostname(sock.getpeercert(), target.sni)
-        except (OSError, ValueError) as e:
-            deadline.close()
-            sock.close()
-            if isinstance(e, DyncertError):
-                raise
-            raise calls.remote_error(e, target, "during the TLS handshake", deadline) from e
-        try:
-            info = calls.tls_info(sock, sock.context, target, stored.identity.fingerprint_sha256)
-            received = calls.exchange_line(sock, send.encode("utf-8"), target, deadline)
-        finally:
-            deadline.close()
-            sock.close()
-        info.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-        return {"ok": True, "received": received.decode("utf-8", "replace"), "tls": info.to_dict()}
+        return dyncert.compat_echo(target, send, keyfile=io.StringIO(key_str), certfile=io.StringIO(cert_str),
+                                   ca_certs=ca_certs, client_fingerprint=stored.identity.fingerprint_sha256,
+                                   timeouts=timeouts(settings), allowed=allowed(settings))
 
     return _logged("echo", stored, work)
 

@@ -17,12 +17,13 @@ same code runs on Python 3, the key reaching OpenSSL without plaintext on disk:
 
 The modern API: `ClientIdentity.from_pem(...)` validates credentials, `cached_client_context(...)`
 gives a verifying SSLContext (cached by content), and `calls` runs a handshake, an HTTPS request
-or a raw echo and reports what happened. Every failure is a `DyncertError` with a stable code.
+or a raw echo and reports what happened (`compat_echo`: the echo through the seed-style
+`wrap_socket` and `match_hostname` above). Every failure is a `DyncertError` with a stable code.
 """
 
 __version__ = "0.1.0"
 
-from .calls import Timeouts, echo, handshake, https_request
+from .calls import Timeouts, compat_echo, echo, handshake, https_request
 from .compat import match_hostname, wrap_socket
 from .context import ContextCache, cached_client_context, client_context
 from .errors import CertificateError, DyncertError, InputError, RemoteError
@@ -31,6 +32,6 @@ from .targets import Target, validate_target
 
 __all__ = [
     "CertificateError", "ClientIdentity", "ContextCache", "DyncertError", "InputError", "RemoteError",
-    "Target", "Timeouts", "cached_client_context", "client_context", "echo", "handshake",
+    "Target", "Timeouts", "cached_client_context", "client_context", "compat_echo", "echo", "handshake",
     "https_request", "match_hostname", "validate_target", "wrap_socket",
 ]

@@ -1,0 +1,157 @@
+"""Socket, ssl and urllib3 failures -> RemoteError with a stable code (and what the peer said before hanging up)."""
+
+import http.client
+import socket
+import ssl
+
+import urllib3
+
+from .. import targets
+from ..errors import DyncertError, InputError, RemoteError
+from ._deadline import Deadline
+
+# OpenSSL verify codes (x509_vfy.h): a certificate valid for another name, or outside its validity.
+_X509_V_ERR_HOSTNAME_MISMATCH = 62
+_X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+_X509_V_ERR_CERT_NOT_YET_VALID = 9
+_X509_V_ERR_CERT_HAS_EXPIRED = 10
+
+# Alerts the peer sends about *our* certificate. handshake_failure is also the pre-TLS 1.3 way
+# of saying "no usable client certificate" (and, rarely, "no shared cipher").
+_REJECTED = {
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown_ca (it does not trust the issuer of the client certificate)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad_certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "unsupported_certificate",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "certificate_revoked",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "certificate_expired",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "certificate_unknown",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "certificate_required (no client certificate reached it)",
+    "TLSV1_ALERT_ACCESS_DENIED": "access_denied",
+    "TLSV1_ALERT_DECRYPT_ERROR": "decrypt_error (the client certificate signature did not verify)",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake_failure (most often: it refused the client certificate; "
+                                     "rarely: no shared cipher)",
+}
+# Apache answers a client chain longer than its SSLVerifyDepth (default 1: an intermediate is one
+# too many) with internal_error, not with a certificate alert.
+_INTERNAL_ERROR = "TLSV1_ALERT_INTERNAL_ERROR"
+_DEPTH_HINT = ("The server sent internal_error right after our client certificate: servers send it when the "
+               "client chain is deeper than they accept (Apache's default SSLVerifyDepth 1 refuses a chain with "
+               "an intermediate). Ask the server's operator to raise the verify depth, and check its log.")
+# A TLS 1.3 server that closes without a word right after our certificate (Node.js does) refused it.
+_SILENT_CLOSE = ("The peer closed the connection right after the TLS 1.3 handshake, before answering and "
+                 "without a session ticket or an alert: it most likely refused the client certificate without "
+                 "saying why")
+_PROTOCOL = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE",
+             "WRONG_SSL_VERSION", "TLSV1_ALERT_INAPPROPRIATE_FALLBACK", "VERSION_TOO_LOW", "VERSION_TOO_HIGH"}
+
+
+def _root_cause(exc: BaseException | None) -> BaseException | None:
+    """The innermost socket/ssl error behind urllib3's wrappers (args, __cause__, __context__)."""
+    seen, last = set(), exc
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        last = exc
+        if isinstance(exc, (DyncertError, OSError)) and not isinstance(exc, urllib3.exceptions.HTTPError):
+            return exc
+        inner = next((a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)), None)
+        exc = inner or exc.__cause__ or exc.__context__
+    return last
+
+
+def remote_error(exc: BaseException, target: targets.Target, phase: str,
+                 deadline: Deadline | None = None) -> DyncertError:
+    """Map a socket/ssl/urllib3 failure during `phase` to a RemoteError with a stable code."""
+    cause = _root_cause(exc)
+    if deadline is not None and deadline.passed() and not isinstance(cause, InputError):
+        return deadline.error(target, phase)  # whatever the socket said, it was cut off by the deadline
+    if isinstance(cause, DyncertError):
+        return cause
+    where = f"{phase} with {target}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = cause.verify_message or cause.reason or "verification failed"
+        if cause.verify_code in (_X509_V_ERR_HOSTNAME_MISMATCH, _X509_V_ERR_IP_ADDRESS_MISMATCH):
+            return RemoteError("hostname_mismatch", f"Expected the peer's certificate to be valid for "
+                               f"{target.sni!r}; it is not ({detail}), {where}.")
+        if cause.verify_code == _X509_V_ERR_CERT_HAS_EXPIRED:
+            return RemoteError("peer_certificate_expired", f"Expected a peer certificate chain within its "
+                               f"validity; found an expired certificate ({detail}), {where}.")
+        if cause.verify_code == _X509_V_ERR_CERT_NOT_YET_VALID:
+            return RemoteError("peer_certificate_not_yet_valid", f"Expected a peer certificate chain within its "
+                               f"validity; found a certificate not valid yet ({detail}: check the clocks), {where}.")
+        return RemoteError("unknown_ca", f"Expected a peer certificate that verifies against the trusted CA "
+                           f"certificates; found one that does not ({detail}), {where}.")
+    if isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or (isinstance(cause, ssl.SSLError) and
+                                              getattr(cause, "reason", None) == "UNEXPECTED_EOF_WHILE_READING"):
+        return RemoteError("connection_reset", f"The peer closed the connection unexpectedly, {where}.")
+    if isinstance(cause, ssl.SSLError):
+        reason = getattr(cause, "reason", None) or ""
+        if reason in _REJECTED:
+            return RemoteError("peer_rejected_certificate", f"The peer refused our client certificate: it sent "
+                               f"the TLS alert {_REJECTED[reason]}, {where}.")
+        if reason in _PROTOCOL:
+            return RemoteError("protocol_version", f"Expected a TLS version both sides accept; found none "
+                               f"({reason.lower()}), {where}.")
+        if reason == _INTERNAL_ERROR:
+            error = RemoteError("handshake_failed", f"The peer sent the TLS alert internal_error, {where}. "
+                                f"{_DEPTH_HINT}")
+            error.hint = _DEPTH_HINT  # what to check, for the admin page
+            return error
+        return RemoteError("handshake_failed", f"The TLS exchange failed ({reason.lower() or cause}), {where}.")
+    if isinstance(cause, socket.gaierror):
+        return RemoteError("dns_failure", f"Could not resolve {target.host!r}: {cause.strerror or cause}.")
+    if isinstance(cause, (TimeoutError, socket.timeout)):  # socket.timeout is TimeoutError since 3.10
+        return RemoteError("timeout", f"The peer did not answer in time, {where}.")
+    if isinstance(cause, ConnectionRefusedError):
+        return RemoteError("connection_refused", f"Nothing accepted the connection to {target}.")
+    if isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return RemoteError("connection_reset", f"The peer reset the connection, {where}.")
+    if isinstance(cause, OSError) and phase == "connecting":
+        return RemoteError("connection_refused", f"Could not connect to {target} ({cause.strerror or cause}).")
+    if isinstance(cause, OSError):
+        return RemoteError("connection_reset", f"The connection failed ({cause.strerror or cause}), {where}.")
+    if isinstance(cause, (http.client.HTTPException, urllib3.exceptions.HTTPError)):
+        # The TLS handshake succeeded (these come from parsing the reply): the port speaks TLS, not HTTP.
+        return RemoteError("invalid_response", f"Expected an HTTP/1.1 response after a good TLS handshake, "
+                           f"found something else ({type(cause).__name__}: {str(cause)[:80]!r}), {where}.")
+    return RemoteError("handshake_failed", f"The exchange failed ({type(cause).__name__}), {where}.")
+
+
+def _unticketed_tls13(sock: ssl.SSLSocket | None, version: str | None) -> bool:
+    """A TLS 1.3 (`version`) connection on which the server sent no session ticket (no sign it took our certificate)."""
+    if sock is None or version != "TLSv1.3" or sock.session_reused:
+        return False
+    session = sock.session
+    return session is None or not session.has_ticket
+
+
+def _queued_alert(sock: ssl.SSLSocket | None) -> ssl.SSLError | None:
+    """The peer's alert about our certificate, if one already waits on `sock` (it says why the peer hung up)."""
+    if sock is None:
+        return None
+    try:
+        sock.setblocking(False)
+        sock.recv(1)
+    except ssl.SSLError as queued:
+        if getattr(queued, "reason", None) in _REJECTED or getattr(queued, "reason", None) == _INTERNAL_ERROR:
+            return queued
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def after_handshake_error(sock: ssl.SSLSocket | None, exc: BaseException, target: targets.Target,
+                          deadline: Deadline | None = None, version: str | None = None) -> DyncertError:
+    """Map a failure after the handshake, preferring an alert already queued (it says why the peer hung up).
+
+    `version`: the TLS version read before the exchange; a TLS 1.3 peer that hung up (a close or,
+    when our write crossed its close, a reset) with no ticket and no alert most likely refused us.
+    """
+    if deadline is not None and deadline.passed():
+        return deadline.error(target, "after the TLS handshake")
+    if isinstance(_root_cause(exc), (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
+        queued = _queued_alert(sock)
+        if queued is not None:
+            return remote_error(queued, target, "after the TLS handshake")
+        if _unticketed_tls13(sock, version):
+            return RemoteError("connection_reset", f"{_SILENT_CLOSE}, after the TLS handshake with {target}.")
+    return remote_error(exc, target, "after the TLS handshake")
