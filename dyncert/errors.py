@@ -81,8 +81,8 @@ class SignerError(RemoteError, ssl.SSLError):
     signer's own exception is its __cause__, its message kept.
     """
 
-    def __init__(self, message: str) -> None:
-        super().__init__("signer_failed", message)
+    def __init__(self, message: str, code: str = "signer_failed") -> None:
+        super().__init__(code, message)  # code: handshake_failed when no scheme the signer offers fits the TLS version
 
     def __str__(self) -> str:
         return self.message

@@ -238,7 +238,7 @@ def _order_chain(certs: list[x509.Certificate], key: PrivateKeyTypes | PublicKey
     Reordering is friendlier than refusing: browsers and keystores export chains in either
     order. Only a chain with a gap or a stranger is refused.
     """
-    spki = _spki(key.public_key() if hasattr(key, "private_bytes") else key)  # type: ignore[union-attr,arg-type]
+    spki = _spki(key.public_key() if hasattr(key, "private_bytes") else key)  # type: ignore[union-attr]
     unique, seen = [], set()
     for cert in certs:  # exact duplicates are a common copy-paste slip: drop them
         der = cert.public_bytes(serialization.Encoding.DER)

@@ -7,6 +7,7 @@ The contract (`Signer`) is duck-typed: `public_key()`, `sign(data, scheme)`, opt
 from ..errors import SignerError
 from .base import ECDSA_SCHEMES, RSA_PKCS1_SCHEMES, RSA_PSS_SCHEMES, SCHEMES, Scheme, Signer, default_schemes
 from .identity import DEFAULT_SIGN_TIMEOUT, SignerIdentity
+from .local import LocalSigner
 
-__all__ = ["DEFAULT_SIGN_TIMEOUT", "ECDSA_SCHEMES", "RSA_PKCS1_SCHEMES", "RSA_PSS_SCHEMES", "SCHEMES", "Scheme",
+__all__ = ["DEFAULT_SIGN_TIMEOUT", "ECDSA_SCHEMES", "RSA_PKCS1_SCHEMES", "RSA_PSS_SCHEMES", "LocalSigner", "SCHEMES", "Scheme",
            "Signer", "SignerError", "SignerIdentity", "default_schemes"]

@@ -23,7 +23,8 @@ from .base import SCHEMES
 
 MAX_WORKERS = 64  # more signatures waiting than this queue up and end at their deadline
 _POLL_SLICE = 0.05  # how often a waiting hook checks whether its connection was shut down
-_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
+                                                          "sha512": hashes.SHA512}
 _HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
 
 

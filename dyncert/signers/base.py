@@ -100,3 +100,25 @@ def signer_schemes(signer: Signer, public_key: PublicKeyTypes) -> tuple[str, ...
         raise InputError("signer_unsupported", "Expected a signer holding an EC, RSA or Ed25519 key, found "
                          f"{type(public_key).__name__.lstrip('_')}.")
     return schemes
+
+
+_TLS13_EC_HASH = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}
+
+
+def tls13_schemes(public_key: PublicKeyTypes, schemes: Collection[str]) -> tuple[str, ...]:
+    """The schemes among `schemes` a TLS 1.3 CertificateVerify may use with this key.
+
+    TLS 1.3 has no PKCS#1 v1.5 for handshake signatures, and binds each ECDSA scheme to its curve
+    (ecdsa_secp256r1_sha256, ...), where TLS 1.2 took any hash with any curve.
+    """
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        wanted = _TLS13_EC_HASH.get(public_key.curve.name)
+        return tuple(s for s in schemes if SCHEMES[s].family == "ec" and SCHEMES[s].hash == wanted)
+    return tuple(s for s in schemes if SCHEMES[s].tls13)
+
+
+def tls13_requirement(public_key: PublicKeyTypes) -> str:
+    """What TLS 1.3 would need from a signer holding this key, in words."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"ecdsa_{_TLS13_EC_HASH.get(public_key.curve.name, 'sha256')} (TLS 1.3 ties ECDSA's hash to the curve)"
+    return "rsa_pss_sha256, rsa_pss_sha384 or rsa_pss_sha512 (TLS 1.3 has no PKCS#1 v1.5 handshake signatures)"

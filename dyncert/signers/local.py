@@ -1,6 +1,6 @@
 """LocalSigner: a signer over a private key held in this process (tests, examples, the proof's twin)."""
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from ..errors import InputError
 from .base import SCHEMES, default_schemes
 
-_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
+                                                          "sha512": hashes.SHA512}
 
 
 class LocalSigner:
