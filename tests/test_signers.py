@@ -1,0 +1,289 @@
+"""Signer-backed identities (issue 18): the ctypes binding against real loopback servers, its failures and limits.
+
+Servers: `openssl s_server -Verify 5 -verify_return_error` (pinned to TLS 1.2 or 1.3) and the in-process
+Python peer that reports which client certificate it saw. Signers: LocalSigner and small duck-typed
+signers that fail in each way the contract names. On the Cloud CLI's 3.12 (_ssl built in, OpenSSL
+symbols hidden) every signer is `signer_unsupported` at context build: the first test says so there,
+the others skip with that reason.
+"""
+
+import gc
+import ssl
+import threading
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
+
+import dyncert
+from dyncert import calls, context, runtime, targets
+from dyncert.errors import InputError, RemoteError
+from dyncert.identity import ClientIdentity
+from dyncert.requests import ClientCertAdapter, dyncert_error
+from dyncert.signers import LocalSigner, SignerIdentity, _binding
+from tests import peers, pki
+
+FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)
+BINDING = runtime.signer_binding()
+needs_binding = pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")
+PSS = ("rsa_pss_sha256", "rsa_pss_sha384", "rsa_pss_sha512")
+PKCS1 = ("rsa_pkcs1_sha256", "rsa_pkcs1_sha384", "rsa_pkcs1_sha512")
+
+
+class Counting(LocalSigner):
+    """LocalSigner that counts its signatures and the schemes asked."""
+
+    def __init__(self, key, schemes=None):
+        super().__init__(key, schemes)
+        self.asked = []
+
+    def sign(self, data, scheme):
+        self.asked.append(scheme)
+        return super().sign(data, scheme)
+
+
+def private_key(creds):
+    return serialization.load_pem_private_key(creds.key_pem, None)
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = type("World", (), {})()
+    w.ours, w.stranger = pki.make_pki("signers"), pki.make_pki("stranger")
+    w.server = pki.server_cert(w.ours.root)
+    w.ec = pki.client_cert(w.ours.clients_ca, "signer-ec")
+    w.rsa = pki.client_cert(w.ours.clients_ca, "signer-rsa", key_type=pki.RSA)
+    w.ca_pem = w.ours.ca_pem
+    return w
+
+
+def signer_identity(creds, schemes=None, signer_class=Counting, **kwargs):
+    return SignerIdentity(creds.cert_pem, signer_class(private_key(creds), schemes), **kwargs)
+
+
+def target(peer):
+    return targets.Target("127.0.0.1", peer.port)
+
+
+def handshake(ident, peer, ca_pem, tls_version=None, timeouts=FAST, cache=None):
+    ctx = (cache if cache is not None else context.ContextCache(0)).client_context(ident, ca_pem, tls_version)
+    return calls.handshake(ctx, target(peer), ident.fingerprint_sha256, timeouts=timeouts)
+
+
+def remote_code(ident, peer, ca_pem, **kwargs):
+    try:
+        handshake(ident, peer, ca_pem, **kwargs)
+    except RemoteError as e:
+        return e
+    return None
+
+
+def test_this_interpreter_binds_or_says_signer_unsupported(world):
+    """3.11/3.13: the binding loads. The Cloud CLI's 3.12: a typed 400 at context build, never a crash."""
+    import _ssl
+    ident = signer_identity(world.ec)
+    if getattr(_ssl, "__file__", None):
+        assert BINDING["available"], BINDING["detail"]
+        assert context.client_context(ident, world.ca_pem).signer_identity is ident
+        return
+    with pytest.raises(InputError) as caught:
+        context.client_context(ident, world.ca_pem)
+    assert caught.value.code == "signer_unsupported" and "static OpenSSL" in caught.value.message
+    assert not BINDING["available"]
+
+
+# --- handshakes: every key type, TLS 1.2 and 1.3, one signature each ------------------------
+
+@needs_binding
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+@pytest.mark.parametrize("kind,schemes", [
+    (pki.EC, None), ("p384", None), ("p521", None), (pki.RSA, PSS), (pki.RSA, PKCS1), ("rsa4096", None)])
+def test_openssl_server_verifies_the_signature(world, tls, kind, schemes):
+    creds = _creds(world, kind)
+    ident = signer_identity(creds, schemes)
+    if tls == "1.3" and schemes == PKCS1:
+        pytest.skip("PKCS#1-only in TLS 1.3: test_pkcs1_only_signer_against_a_tls13_only_server")
+    with peers.OpenSSLServer(world.server, world.ca_pem, tls=tls) as server:
+        info = handshake(ident, server, world.ca_pem)
+        assert info["tls_version"] == f"TLSv{tls}"
+        assert len(ident.signer.asked) == 1  # one signature per full handshake
+        assert server.log().count("verify return:1") >= 2  # s_server verified our chain
+        stranger = signer_identity(pki.client_cert(world.stranger.clients_ca, "stranger"), schemes) \
+            if kind == pki.EC else None
+        if stranger is not None:  # the twin on the same server: a signer-backed certificate it does not trust
+            assert remote_code(stranger, server, world.ca_pem).code == "peer_rejected_certificate"
+
+
+_EXTRA = {}
+
+
+def _creds(world, kind):
+    """Client credentials of `kind` (trustme for EC/RSA-2048; cryptography for the others), made once."""
+    if kind == pki.EC:
+        return world.ec
+    if kind == pki.RSA:
+        return world.rsa
+    if kind not in _EXTRA:
+        key = {"p384": lambda: ec.generate_private_key(ec.SECP384R1()),
+               "p521": lambda: ec.generate_private_key(ec.SECP521R1()),
+               "rsa4096": lambda: rsa.generate_private_key(65537, 4096)}[kind]()
+        _EXTRA[kind] = _issue(world.ours.clients_ca, key, f"signer-{kind}")
+    return _EXTRA[kind]
+
+
+def _issue(ca, key, name):
+    """Credentials for `key` issued by the trustme CA `ca` (its chain included)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    issuer_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    issuer_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(issuer_key, hashes.SHA256()))
+    chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert_pem.bytes()
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return type("Creds", (), {"cert_pem": chain, "key_pem": key_pem})()
+
+
+@needs_binding
+def test_the_server_saw_the_signer_certificate(world):
+    ident = signer_identity(world.ec)
+    with peers.PythonTLSPeer(world.server, client_ca_pem=world.ca_pem) as peer:
+        handshake(ident, peer, world.ca_pem)
+        assert peer.client_cert_seen["fingerprint_sha256"] == ident.fingerprint_sha256
+
+
+@needs_binding
+def test_pkcs1_only_signer_against_a_tls13_only_server(world):
+    ident = signer_identity(world.rsa, PKCS1)
+    with peers.OpenSSLServer(world.server, world.ca_pem, tls="1.3") as server:
+        error = remote_code(ident, server, world.ca_pem)
+    assert error.code == "handshake_failed"
+    assert "rsa_pss_sha256" in error.message and "rsa_pkcs1_sha256" in error.message
+    assert ident.signer.asked == []
+    with peers.OpenSSLServer(world.server, world.ca_pem, tls="1.2") as server:  # the twin: 1.2 takes PKCS#1
+        assert handshake(ident, server, world.ca_pem)["tls_version"] == "TLSv1.2"
+
+
+@needs_binding
+def test_the_signer_only_gets_the_schemes_it_offers(world):
+    """A PSS-only signer on a server that would take PKCS#1 (TLS 1.2) is asked for PSS only."""
+    ident = signer_identity(world.rsa, ("rsa_pss_sha384",))
+    with peers.OpenSSLServer(world.server, world.ca_pem, tls="1.2") as server:
+        handshake(ident, server, world.ca_pem)
+    assert ident.signer.asked == ["rsa_pss_sha384"]
+
+
+@needs_binding
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_resumed_session_needs_no_signature(world, version):
+    ident = signer_identity(world.ec)
+    cache = context.ContextCache()
+    with peers.PythonTLSPeer(world.server, world.ca_pem, max_version=version) as peer:
+        first = handshake(ident, peer, world.ca_pem, cache=cache)
+        second = handshake(ident, peer, world.ca_pem, cache=cache)
+    assert not first["session_reused"] and second["session_reused"]
+    assert len(ident.signer.asked) == 1  # the full handshake signed; the resumed one did not
+
+
+@needs_binding
+def test_ordinary_keys_still_sign_after_a_signer_was_bound(world):
+    """The RSA EVP_PKEY_METHOD is process-wide: keys that are not ours must go to OpenSSL's own sign."""
+    signer_ctx = context.client_context(signer_identity(world.rsa, PKCS1), world.ca_pem)
+    ordinary = ClientIdentity.from_pem(world.rsa.cert_pem, world.rsa.key_pem)
+    with peers.OpenSSLServer(world.server, world.ca_pem, tls="1.2") as server:
+        for version in ("TLSv1_2",):
+            info = calls.handshake(context.client_context(ordinary, world.ca_pem, version), target(server),
+                                   ordinary.fingerprint_sha256, timeouts=FAST)
+            assert info["tls_version"] == "TLSv1.2"
+    assert signer_ctx is not None
+
+
+# --- the identity: validation, repr, cache key ------------------------------------------
+
+def test_signer_for_another_key_is_key_mismatch(world):
+    with pytest.raises(InputError) as caught:
+        SignerIdentity(world.ec.cert_pem, LocalSigner(ec.generate_private_key(ec.SECP256R1())))
+    assert caught.value.code == "key_mismatch"
+    assert SignerIdentity(world.ec.cert_pem, LocalSigner(private_key(world.ec))).key_type == "EC P-256"  # twin
+
+
+@pytest.mark.parametrize("signer,word", [
+    (object(), "public_key()"),
+    (type("Broken", (), {"public_key": lambda s: 1 / 0, "sign": lambda s, d, x: b""})(), "ZeroDivisionError"),
+])
+def test_not_a_signer_is_signer_unsupported(world, signer, word):
+    with pytest.raises(InputError) as caught:
+        SignerIdentity(world.ec.cert_pem, signer)
+    assert caught.value.code == "signer_unsupported" and word in caught.value.message
+
+
+@pytest.mark.parametrize("schemes,word", [(("ecdsa_sha1",), "ecdsa_sha1"), (PSS, "ec key"), ("ecdsa_sha256", "str")])
+def test_schemes_the_contract_does_not_know(world, schemes, word):
+    class Offering(LocalSigner):
+        pass
+    signer = Offering(private_key(world.ec))
+    signer.schemes = schemes
+    with pytest.raises(InputError) as caught:
+        SignerIdentity(world.ec.cert_pem, signer)
+    assert caught.value.code == "signer_unsupported" and word in caught.value.message
+
+
+def test_ed25519_is_signer_unsupported_by_name(world):
+    key = ed25519.Ed25519PrivateKey.generate()
+    ident = SignerIdentity(_issue(world.ours.clients_ca, key, "ed").cert_pem, LocalSigner(key))
+    assert ident.key_type == "Ed25519"
+    with pytest.raises(InputError) as caught:
+        context.client_context(ident, world.ca_pem)
+    assert caught.value.code == "signer_unsupported" and "Ed25519" in caught.value.message or \
+        not BINDING["available"]
+
+
+def test_repr_names_the_signer_never_the_key(world):
+    ident = signer_identity(world.ec)
+    key_der = private_key(world.ec).private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption())
+    scalar = private_key(world.ec).private_numbers().private_value
+    for text in (repr(ident), str(ident), repr(ident.signer), str(ident.metadata())):
+        assert "PRIVATE" not in text and key_der.hex() not in text and str(scalar) not in text
+        assert format(scalar, "x") not in text
+    assert "signer=Counting" in repr(ident) and ident.fingerprint_sha256 in repr(ident)
+
+
+@needs_binding
+def test_cache_key_is_chain_public_key_and_cache_key(world):
+    cache = context.ContextCache()
+    a = signer_identity(world.rsa, PSS, signer_class=LocalSigner)
+    b = signer_identity(world.rsa, PSS, signer_class=LocalSigner)  # another object, same key and schemes
+    c = signer_identity(world.rsa, PKCS1, signer_class=LocalSigner)  # another cache_key()
+    assert cache.client_context(a, world.ca_pem) is cache.client_context(b, world.ca_pem)
+    assert cache.client_context(c, world.ca_pem) is not cache.client_context(a, world.ca_pem)
+    ordinary = ClientIdentity.from_pem(world.rsa.cert_pem, world.rsa.key_pem)
+    assert cache.client_context(ordinary, world.ca_pem) is not cache.client_context(a, world.ca_pem)
+
+
+@needs_binding
+def test_the_ssl_ctx_is_checked_before_use(world):
+    """A context whose answers do not match the SSL_CTX found (the layout guard) is refused, typed."""
+    class Lying(ssl.SSLContext):
+        @property
+        def options(self):
+            return 0
+
+        @options.setter
+        def options(self, value):
+            pass
+
+    with pytest.raises(InputError) as caught:
+        _binding.ssl_ctx_pointer(Lying(ssl.PROTOCOL_TLS_CLIENT))
+    assert caught.value.code == "signer_unsupported"
+    with pytest.raises(InputError):
+        _binding.ssl_ctx_pointer(object())
+    assert _binding.ssl_ctx_pointer(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))  # twin
