@@ -425,3 +425,54 @@ def test_a_thousand_contexts_built_and_dropped_stay_bounded(world):
     # Measured: ~40 KiB when all is freed; leaking only the RSA key object (no EVP_PKEY_free) grew ~1.5 MiB,
     # a whole SSL_CTX far more.
     assert grown < 1024, f"RSS grew {grown} KiB over 1,000 contexts"
+
+
+# --- HTTP clients: the requests adapter, the httpx transports ------------------------------
+
+@needs_binding
+def test_requests_adapter_signs_once_per_connection(world):
+    ident = signer_identity(world.ec)
+    session = requests.Session()
+    session.mount("https://", ClientCertAdapter(ident, ca_certs=world.ca_pem))
+    with peers.PythonTLSPeer(world.server, client_ca_pem=world.ca_pem) as peer:
+        seen = [session.get(f"https://localhost:{peer.port}/", timeout=10).json() for _ in range(20)]
+    assert {s["fingerprint_sha256"] for s in seen} == {ident.fingerprint_sha256}
+    assert len(ident.signer.asked) == 1  # 20 requests, one pooled connection, one signature
+
+
+@needs_binding
+def test_requests_adapter_failing_signer_has_the_code(world):
+    ident = signer_identity(world.ec, signer_class=Raising)
+    session = requests.Session()
+    session.mount("https://", ClientCertAdapter(ident, ca_certs=world.ca_pem))
+    with peers.PythonTLSPeer(world.server, client_ca_pem=world.ca_pem) as peer:
+        with pytest.raises(requests.exceptions.RequestException) as caught:
+            session.get(f"https://localhost:{peer.port}/", timeout=10)
+    error = dyncert_error(caught.value)
+    assert error.code == "signer_failed" and "PERMISSION_DENIED" in error.message
+
+
+@needs_binding
+def test_httpx_transports_present_the_signer_identity(world):
+    import asyncio
+
+    import httpx
+
+    from dyncert.httpx import AsyncClientCertTransport, ClientCertTransport
+    ident = signer_identity(world.rsa, PSS)
+    with peers.PythonTLSPeer(world.server, client_ca_pem=world.ca_pem) as peer:
+        url = f"https://localhost:{peer.port}/"
+        with httpx.Client(transport=ClientCertTransport(ident, ca_certs=world.ca_pem), timeout=10) as client:
+            assert client.get(url).json()["fingerprint_sha256"] == ident.fingerprint_sha256
+
+        async def fetch():
+            transport = AsyncClientCertTransport(ident, ca_certs=world.ca_pem)
+            async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+                return (await client.get(url)).json()
+
+        assert asyncio.run(fetch())["fingerprint_sha256"] == ident.fingerprint_sha256
+        bad = signer_identity(world.ec, signer_class=Raising)
+        with httpx.Client(transport=ClientCertTransport(bad, ca_certs=world.ca_pem), timeout=10) as client:
+            with pytest.raises(httpx.HTTPError) as caught:
+                client.get(url)
+        assert dyncert_error(caught.value).code == "signer_failed"
