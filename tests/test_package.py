@@ -42,6 +42,7 @@ def test_wheel_holds_only_dyncert(wheel):
     packages = {name.split("/")[0] for name in names}
     assert packages == {"dyncert", f"dyncert-{dyncert.__version__}.dist-info"}
     assert "dyncert/py.typed" in names and "dyncert/requests.py" in names and "dyncert/httpx.py" in names
+    assert "dyncert/signers/_binding.py" in names and "dyncert/signers/local.py" in names
     assert not any(name.startswith(("main", "models", "handlers", "tests", "devserver")) for name in names)
 
 
