@@ -27,10 +27,12 @@ from .compat import match_hostname, wrap_socket
 from .context import ContextCache, cached_client_context, client_context
 from .errors import CertificateError, DyncertError, InputError, RemoteError
 from .identity import ClientIdentity
+from .signers import LocalSigner, Signer, SignerIdentity
 from .targets import Target, validate_target
 
 __all__ = [
     "CertificateError", "ClientIdentity", "ContextCache", "DyncertError", "InputError", "RemoteError",
     "Target", "Timeouts", "cached_client_context", "client_context", "echo", "handshake",
     "https_request", "match_hostname", "validate_target", "wrap_socket",
+    "LocalSigner", "Signer", "SignerIdentity",
 ]

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from typing import Any, Union, cast
 
 from . import calls
-from .context import ContextCache, load_trust, parse_tls_version
+from .context import AnyIdentity, ContextCache, load_trust, parse_tls_version
 from .errors import DyncertError, InputError
 from .identity import ClientIdentity
+from .signers.identity import SignerIdentity
 from .targets import Target
 
-IdentitySource = Union[ClientIdentity, Callable[[], ClientIdentity]]
+IdentitySource = Union[AnyIdentity, Callable[[], AnyIdentity]]
 CaCerts = Union[str, bytes, "os.PathLike[str]", None]
 TlsVersion = Union[str, ssl.TLSVersion, None]
 
@@ -24,9 +25,9 @@ TlsVersion = Union[str, ssl.TLSVersion, None]
 CACHE_SIZE = 32
 
 
-def _checked(value: object) -> ClientIdentity:
-    """`value` if it is a ClientIdentity, else the typed error a bad credential gets."""
-    if isinstance(value, ClientIdentity):
+def _checked(value: object) -> AnyIdentity:
+    """`value` if it is a ClientIdentity or SignerIdentity, else the typed error a bad credential gets."""
+    if isinstance(value, (ClientIdentity, SignerIdentity)):
         return value
     raise InputError("invalid_certificate", "Expected a dyncert.ClientIdentity (or a function returning one), "
                      f"found {type(value).__name__}.")
@@ -76,9 +77,9 @@ class Identities:
         self._alpn = alpn
         self._lock = threading.Lock()
         self._shared: collections.OrderedDict[int, tuple[ssl.SSLContext, SharedContext]] = collections.OrderedDict()
-        if isinstance(identity, ClientIdentity):
-            self._provider: Callable[[], ClientIdentity] | None = None
-            self._static: ClientIdentity | None = identity
+        if isinstance(identity, (ClientIdentity, SignerIdentity)):
+            self._provider: Callable[[], AnyIdentity] | None = None
+            self._static: AnyIdentity | None = identity
             self.context()  # bad credentials or CA certificates fail here, at construction
         elif callable(identity):
             self._provider, self._static = identity, None
@@ -86,14 +87,14 @@ class Identities:
         else:
             _checked(identity)
 
-    def current(self) -> ClientIdentity:
+    def current(self) -> AnyIdentity:
         """The identity to present now (the provider is asked on every call)."""
         if self._provider is None:
             assert self._static is not None
             return self._static
         return _checked(self._provider())
 
-    def context(self) -> tuple[ClientIdentity, ssl.SSLContext]:
+    def context(self) -> tuple[AnyIdentity, ssl.SSLContext]:
         """The current identity and the (cached, content-keyed) context presenting it."""
         identity = self.current()
         context: ssl.SSLContext = self.cache.client_context(identity, self.ca_certs, self.tls_version)

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import TypeAlias, TypeGuard
+from typing import TYPE_CHECKING, TypeAlias, TypeGuard, Union, cast
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -31,6 +31,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from . import der, pbe
 from .errors import InputError
 from .identity import ClientIdentity, PemText, parse_ca_bundle
+
+if TYPE_CHECKING:
+    from .signers import _context
+    from .signers.identity import SignerIdentity
+
+# What presents a client certificate: a key in memory, or a signer holding it elsewhere.
+AnyIdentity: TypeAlias = Union[ClientIdentity, "SignerIdentity"]
 
 # Tests (or a platform without a usable /proc) switch tier 1 off.
 MEMFD_ENABLED = True
@@ -463,11 +470,17 @@ def load_identity(ctx: ssl.SSLContext, identity: ClientIdentity) -> str:
     return "tempfile"
 
 
-def client_context(identity: ClientIdentity, ca_certs: CaCerts | None = None,
+def client_context(identity: "AnyIdentity", ca_certs: CaCerts | None = None,
                    tls_version: TLSVersionLike = None) -> ssl.SSLContext:
     """A new client SSLContext presenting `identity`, verifying the peer against `ca_certs`."""
     version = parse_tls_version(tls_version)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    signed = _is_signer_identity(identity)
+    if signed:
+        from .signers import _binding, _context
+        _binding.ensure_loaded()  # signer_unsupported before anything else, where the binding cannot work
+        ctx: ssl.SSLContext = _context.SignerContext(ssl.PROTOCOL_TLS_CLIENT)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED  # mutual TLS means nothing if the peer is not verified
     ctx.check_hostname = True  # a valid certificate for another name is an impostor
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.0 and 1.1 are deprecated (RFC 8996)
@@ -476,8 +489,17 @@ def client_context(identity: ClientIdentity, ca_certs: CaCerts | None = None,
     if version is not None:
         ctx.minimum_version = ctx.maximum_version = version
     load_trust(ctx, ca_certs)
-    load_identity(ctx, identity)
+    if signed:
+        _context.bind(cast("_context.SignerContext", ctx), cast("SignerIdentity", identity))
+    else:
+        load_identity(ctx, cast(ClientIdentity, identity))
     return ctx
+
+
+def _is_signer_identity(identity: object) -> bool:
+    """True for a SignerIdentity (imported lazily: the binding loads ctypes only when a signer is used)."""
+    signers = sys.modules.get("dyncert.signers.identity")
+    return signers is not None and isinstance(identity, signers.SignerIdentity)
 
 
 # --- cache -------------------------------------------------------------------------------
@@ -513,7 +535,7 @@ class ContextCache:
         with self._lock:
             return len(self._entries)
 
-    def client_context(self, identity: ClientIdentity, ca_certs: CaCerts | None = None,
+    def client_context(self, identity: "AnyIdentity", ca_certs: CaCerts | None = None,
                        tls_version: TLSVersionLike = None) -> ssl.SSLContext:
         """The cached context for these inputs, built (outside the lock) on a miss."""
         version = parse_tls_version(tls_version)
@@ -564,7 +586,7 @@ def default_cache() -> ContextCache:
         return _default_cache
 
 
-def cached_client_context(identity: ClientIdentity, ca_certs: CaCerts | None = None,
+def cached_client_context(identity: "AnyIdentity", ca_certs: CaCerts | None = None,
                           tls_version: TLSVersionLike = None, cache: ContextCache | None = None) -> ssl.SSLContext:
     """client_context through `cache` (default: the module-wide cache)."""
     return (cache if cache is not None else default_cache()).client_context(identity, ca_certs, tls_version)

@@ -8,6 +8,8 @@ INPUT_CODES = frozenset({
     "certificate_expired", "certificate_not_yet_valid", "invalid_ca_certs",
     "invalid_pkcs12", "unsupported_tls_version", "invalid_target",
     "target_not_allowed", "invalid_request",
+    # v1.2: a signer this interpreter cannot bind (its key type, schemes, or an OpenSSL dyncert cannot reach).
+    "signer_unsupported",
 })
 
 # Codes for failures of the remote side (HTTP 502, or 504 for timeout).
@@ -17,6 +19,8 @@ REMOTE_CODES = frozenset({
     "dns_failure", "connection_reset", "timeout",
     # v1.1: the server's certificate outside its validity; a reply that is not HTTP after a good handshake.
     "peer_certificate_expired", "peer_certificate_not_yet_valid", "invalid_response",
+    # v1.2: the signer holding the client key raised, answered garbage or did not answer in time.
+    "signer_failed",
 })
 
 
@@ -68,3 +72,17 @@ class CertificateError(RemoteError, ssl.CertificateError):
 
     def __str__(self) -> str:
         return self.message  # ssl.SSLError's str shows strerror, else the args tuple
+
+
+class SignerError(RemoteError, ssl.SSLError):
+    """signer_failed: the signer raised, returned an unusable signature, or did not answer in time.
+
+    Also an ssl.SSLError (an OSError), so HTTP clients treat it as the TLS failure it is; the
+    signer's own exception is its __cause__, its message kept.
+    """
+
+    def __init__(self, message: str, code: str = "signer_failed") -> None:
+        super().__init__(code, message)  # code: handshake_failed when no scheme the signer offers fits the TLS version
+
+    def __str__(self) -> str:
+        return self.message

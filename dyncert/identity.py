@@ -232,13 +232,13 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
 
 
-def _order_chain(certs: list[x509.Certificate], key: PrivateKeyTypes) -> list[x509.Certificate]:
-    """Leaf (the cert matching the key) followed by its issuers, reordering an unordered upload.
+def _order_chain(certs: list[x509.Certificate], key: PrivateKeyTypes | PublicKeyTypes) -> list[x509.Certificate]:
+    """Leaf (the cert matching the key, private or a signer's public one) followed by its issuers, reordered.
 
     Reordering is friendlier than refusing: browsers and keystores export chains in either
     order. Only a chain with a gap or a stranger is refused.
     """
-    spki = _spki(key.public_key())
+    spki = _spki(key.public_key() if hasattr(key, "private_bytes") else key)  # type: ignore[union-attr]
     unique, seen = [], set()
     for cert in certs:  # exact duplicates are a common copy-paste slip: drop them
         der = cert.public_bytes(serialization.Encoding.DER)

@@ -49,6 +49,10 @@ EXPLANATIONS = {
         "The server and this app share no TLS version.",
         "Check the TLS version setting of this identity (TLS, TLSv1_2, TLSv1_3) against what the "
         "server supports; TLS 1.0 and 1.1 are never offered."),
+    "signer_failed": (
+        "The signer holding this identity's private key (Cloud KMS, an HSM) did not sign.",
+        "Check that the signer is reachable and allowed to sign with this key (IAM, token login), "
+        "and read the message above for its own error."),
     "handshake_failed": (
         "The TLS handshake failed for a reason other than the usual ones.",
         "Check that the port speaks TLS (not plain HTTP), that a cipher suite is shared, and read "

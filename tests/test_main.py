@@ -40,6 +40,10 @@ def test_status_reports_the_real_runtime(admin):
                                     if getattr(ssl, "HAS_" + v.replace(".", "_"))]
     assert data["https_verify"] is True
     assert set(data) >= {"python", "openssl", "tls_versions", "https_verify", "ca_file", "identities"}
+    # Whether a signer (KMS, HSM) can be bound here: yes where _ssl links OpenSSL dynamically, no (with why) elsewhere.
+    import _ssl
+    assert data["signer_binding"]["available"] is bool(getattr(_ssl, "__file__", None))
+    assert data["signer_binding"]["detail"]
 
 
 def test_status_needs_admin(client):
