@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from ..errors import DyncertError
+from ..errors import InputError, SignerError
 
 if TYPE_CHECKING:
     from google.cloud.kms_v1 import KeyManagementServiceClient
@@ -54,8 +54,8 @@ def crc32c(data: bytes) -> int:
     return int(google_crc32c.value(data))
 
 
-def _failed(message: str) -> DyncertError:
-    return DyncertError("signer_failed", message)
+def _failed(message: str) -> SignerError:
+    return SignerError(message)
 
 
 class CloudKmsSigner:
@@ -65,7 +65,7 @@ class CloudKmsSigner:
                  timeout: float = 10.0) -> None:
         """timeout: seconds for one RPC, retries included (a handshake's own deadline also bounds it)."""
         if not isinstance(key_version_name, str) or not _VERSION_NAME.fullmatch(key_version_name):
-            raise DyncertError("invalid_kms_key", "Expected a Cloud KMS key version name "
+            raise InputError("invalid_kms_key", "Expected a Cloud KMS key version name "
                                "(projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N).")
         self.key_version_name = key_version_name
         self._client = client
@@ -138,7 +138,7 @@ class CloudKmsSigner:
         algorithm = answer.algorithm.name
         scheme = _SCHEMES.get(algorithm)
         if scheme is None:
-            raise DyncertError("signer_unsupported", f"{self.key_version_name} signs with {algorithm}, "
+            raise InputError("signer_unsupported", f"{self.key_version_name} signs with {algorithm}, "
                                f"which TLS cannot use; use one of {', '.join(sorted(_SCHEMES))}.")
         key = serialization.load_pem_public_key(pem)
         if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
@@ -164,6 +164,7 @@ class CloudKmsSigner:
                                                               timeout=self._timeout)
         except (exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as error:
             kind = type(error).__name__
-            code = "invalid_kms_key" if rpc == "GetPublicKey" and kind in _KEY_PROBLEMS else "signer_failed"
-            raise DyncertError(code, f"Cloud KMS {rpc} for {self.key_version_name} failed: {kind}: "
-                                     f"{getattr(error, 'message', error)}") from error
+            message = f"Cloud KMS {rpc} for {self.key_version_name} failed: {kind}: {getattr(error, 'message', error)}"
+            if rpc == "GetPublicKey" and kind in _KEY_PROBLEMS:
+                raise InputError("invalid_kms_key", message) from error
+            raise SignerError(message) from error
