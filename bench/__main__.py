@@ -8,7 +8,7 @@ import ssl
 import sys
 import tempfile
 
-from . import adapters, app, builds, https, memory, paths, peers, pki, report, tickets, timing
+from . import adapters, app, builds, https, memory, paths, peers, pki, report, signer, tickets, timing
 
 SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
@@ -21,7 +21,7 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, help="seconds per path per round (default 0.5, quick 0.2)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), help="pin the peers to one TLS version")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=("handshakes", "builds", "https", "adapters", "app", "memory", "tickets"),
+                        choices=("handshakes", "builds", "https", "adapters", "app", "memory", "tickets", "signer"),
                         help="leave a group out (repeatable)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 6)
@@ -81,9 +81,13 @@ def main(argv=None):
         if "tickets" not in args.skip:
             log("TLS 1.3 servers with and without session tickets")
             result["tickets"] = tickets.run(p, args.rounds, args.duration, log)
-        if "https" not in args.skip or "adapters" not in args.skip:
+        if "https" not in args.skip or "adapters" not in args.skip or "signer" not in args.skip:
             if peers.Nginx.available():
                 with peers.Nginx(p, args.tls) as nginx:
+                    if "signer" not in args.skip:
+                        log("signer: full handshakes, key loaded vs LocalSigner")
+                        with peers.SServer(p, args.tls) as s_server:
+                            result["signer"] = signer.run(p, s_server.port, nginx.port, args.rounds, args.duration, log)
                     if "https" not in args.skip:
                         result["https"] = requests(p, nginx.port, args)
                     if "adapters" not in args.skip:
@@ -96,11 +100,12 @@ def main(argv=None):
     result["ratios"] = report.ratios(result.get("handshakes"), result.get("https"), result.get("app"),
                                      result.get("tickets"))
     result["ratios"].update(report.adapter_ratios(result.get("adapters")))
+    result["ratios"].update(report.signer_ratios(result.get("signer")))
     result["goals"] = (report.goals(result["ratios"], result.get("app"), result.get("memory"))
-                       + report.adapter_goals(result["ratios"]))
+                       + report.adapter_goals(result["ratios"]) + report.signer_goals(result["ratios"]))
     if args.json:
-        for group in ("handshakes", "https", "tickets", "adapters"):
-            if group in result:
+        for group in ("handshakes", "https", "tickets", "adapters", "signer"):
+            if group in result and "samples" in result[group]:
                 result[group]["samples"] = {k: [list(s) for s in v] for k, v in result[group]["samples"].items()}
         result["goals"] = [{"goal": g, "measured": m, "passed": ok} for g, m, ok in result["goals"]]
         print(json.dumps(result, indent=1))

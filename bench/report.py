@@ -117,6 +117,32 @@ def adapter_goals(r):
     return out
 
 
+def signer_ratios(signer):
+    """LocalSigner through the binding vs the same key loaded; signatures per new connection with a slow signer."""
+    if not signer or "samples" not in signer:
+        return {}
+    out = {"signer_vs_key_loaded": paired_ratio(signer["samples"], "local_signer", "key_loaded")}
+    slow = signer.get("slow_signer")
+    if slow:
+        out["slow_signer_signatures_per_1000"] = slow["signatures"] * 1000 / slow["requests"]
+        out["slow_signer_signatures_per_connection"] = slow["signatures"] / max(slow["connections"], 1)
+    return out
+
+
+def signer_goals(r):
+    """Signer goals: the binding costs <= 10% of a full handshake; one signature per new connection."""
+    out = []
+    value = r.get("signer_vs_key_loaded")
+    if value is not None:
+        out.append(("LocalSigner full handshakes >= 0.9x key loaded", f"{value:.3f}x", value >= 0.9))
+    per = r.get("slow_signer_signatures_per_connection")
+    if per is not None:
+        out.append(("20 ms signer: one signature per new connection (requests adapter)",
+                    f"{r['slow_signer_signatures_per_1000']:.0f} per 1,000 requests, {per:.2f} per connection",
+                    per == 1))
+    return out
+
+
 def _rows(title, rows, summary, base, extra=None):
     lines = [title, f"  {'path':<52} {'rate/s':>8} {'(min..max)':>15} {'CPU µs/op':>10} {'vs ' + base:>10}"]
     for key, label in rows:
@@ -198,6 +224,13 @@ def table(result):
             rows = [row for row in ROWS if row[0].startswith(client + "_")]
             lines += [""] + _rows(f"{client} against nginx ssl_verify_client on, GET /", rows, adapters["summary"],
                                   f"{client}_tempfiles")
+    signer = result.get("signer")
+    if signer and "summary" in signer:
+        from .signer import ROWS as SIGNER_ROWS
+        lines += [""] + _rows("signer-backed identity against openssl s_server -Verify 1 (full handshakes)",
+                              SIGNER_ROWS, signer["summary"], "key_loaded")
+    elif signer:
+        lines += ["", f"signer: not measured: {signer.get('unsupported')}"]
     r = result["ratios"]
     if "python_vs_c_cpu_per_handshake" in r:
         lines += ["", f"Python/C: dyncert warm {r['warm_vs_limit_rate']:.2f}x the rate of openssl s_time; "
