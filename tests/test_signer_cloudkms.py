@@ -325,3 +325,110 @@ def test_live_cloud_kms_signature_verifies():
     (scheme,) = signer.schemes
     data = tbs(scheme, b"dyncert live test" + os.urandom(16))
     verify(signer.public_key(), signer.sign(data, scheme), data, scheme)
+
+
+# --- real handshakes through the stand-in: openssl s_server -Verify -verify_return_error ----------
+
+from dyncert import calls, context, runtime, targets  # noqa: E402
+from dyncert.errors import InputError, RemoteError  # noqa: E402
+from dyncert.signers import SignerIdentity  # noqa: E402
+from tests import interop_pki, peers, pki  # noqa: E402
+
+FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)
+BINDING = runtime.signer_binding()
+needs_binding = pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = type("World", (), {})()
+    w.servers = pki.make_pki("kms servers")
+    w.server = pki.server_cert(w.servers.root)
+    w.clients = interop_pki.make_ca("kms clients root")
+    w.stranger = interop_pki.make_ca("stranger clients root")
+    return w
+
+
+def kms_identity(standin, issuer, algorithm, name=None):
+    """A SignerIdentity whose certificate (issued by `issuer`) is for a key version in the stand-in."""
+    signer = CloudKmsSigner(name or standin.add_key(algorithm), client=standin.client())
+    leaf = interop_pki.issue(issuer, signer.public_key(), f"kms-{Algorithm(algorithm).name.lower()}")
+    return SignerIdentity(interop_pki.chain_pem(leaf, issuer), signer)
+
+
+def kms_handshake(ident, server, world):
+    ctx = context.ContextCache(0).client_context(ident, world.servers.ca_pem)
+    return calls.handshake(ctx, targets.Target("127.0.0.1", server.port), ident.fingerprint_sha256, timeouts=FAST)
+
+
+@needs_binding
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+@pytest.mark.parametrize("algorithm", ["EC_SIGN_P256_SHA256", "EC_SIGN_P384_SHA384", "RSA_SIGN_PSS_2048_SHA256",
+                                       "RSA_SIGN_PKCS1_2048_SHA256"])
+def test_openssl_server_verifies_a_kms_signature(fresh, world, tls, algorithm):
+    if tls == "1.3" and algorithm.startswith("RSA_SIGN_PKCS1"):
+        pytest.skip("TLS 1.3 has no PKCS#1 v1.5: test_a_pkcs1_kms_key_against_a_tls13_only_server")
+    ident = kms_identity(fresh, world.clients, Algorithm[algorithm])
+    stranger = kms_identity(fresh, world.stranger, Algorithm[algorithm])
+    with peers.OpenSSLServer(world.server, world.clients.cert_pem, tls=tls) as server:
+        before = fresh.signatures
+        assert kms_handshake(ident, server, world)["tls_version"] == f"TLSv{tls}"
+        assert fresh.signatures - before == 1  # one AsymmetricSign per full handshake
+        assert server.log().count("verify return:1") >= 2  # s_server verified the chain
+        # The negative twin on the same server: a KMS key whose certificate comes from a CA it does not trust.
+        with pytest.raises(RemoteError) as caught:
+            kms_handshake(stranger, server, world)
+        assert caught.value.code == "peer_rejected_certificate"
+
+
+@needs_binding
+def test_a_pkcs1_kms_key_against_a_tls13_only_server(fresh, world):
+    ident = kms_identity(fresh, world.clients, Algorithm.RSA_SIGN_PKCS1_2048_SHA256)
+    with peers.OpenSSLServer(world.server, world.clients.cert_pem, tls="1.3") as server:
+        with pytest.raises(RemoteError) as caught:
+            kms_handshake(ident, server, world)
+    assert caught.value.code == "handshake_failed" and "rsa_pss_sha256" in caught.value.message
+    assert fresh.sign_requests == []  # never asked to sign what the peer could not take
+
+
+@needs_binding
+@pytest.mark.parametrize("corruption", ["signature", "unverified_digest", "digest_in_transit"])
+def test_a_corrupted_kms_answer_fails_the_handshake_as_signer_failed(fresh, world, corruption):
+    ident = kms_identity(fresh, world.clients, Algorithm.EC_SIGN_P256_SHA256)
+    with peers.OpenSSLServer(world.server, world.clients.cert_pem, tls="1.3") as server:
+        fresh.corrupt.add(corruption)
+        with pytest.raises(RemoteError) as caught:
+            kms_handshake(ident, server, world)
+        assert caught.value.code == "signer_failed" and ident.signer.key_version_name in caught.value.message
+        cause = caught.value.__cause__
+        assert getattr(cause, "code", None) == "signer_failed"  # CloudKmsSigner's own error, chained
+        fresh.corrupt.clear()  # the twin: the same identity, KMS behaving
+        assert kms_handshake(ident, server, world)["tls_version"] == "TLSv1.3"
+
+
+def test_a_certificate_for_another_key_is_key_mismatch(fresh, world):
+    signer = CloudKmsSigner(fresh.add_key(Algorithm.EC_SIGN_P256_SHA256), client=fresh.client())
+    other = interop_pki.issue(world.clients, ec.generate_private_key(ec.SECP256R1()).public_key(), "kms-other")
+    with pytest.raises(InputError) as caught:
+        SignerIdentity(interop_pki.chain_pem(other, world.clients), signer)
+    assert caught.value.code == "key_mismatch"
+
+
+def test_kms_errors_at_identity_build_keep_their_code(fresh, world):
+    # Found here: SignerIdentity turned any failure of public_key() into signer_unsupported (400),
+    # so KMS being unreachable read as "this interpreter cannot bind a signer".
+    server = KmsStandIn().start()
+    name = server.add_key(Algorithm.EC_SIGN_P256_SHA256)
+    leaf = interop_pki.issue(world.clients, CloudKmsSigner(name, client=server.client()).public_key(), "kms-x")
+    server._server.stop(grace=None).wait()
+    try:
+        with pytest.raises(RemoteError) as caught:
+            SignerIdentity(interop_pki.chain_pem(leaf, world.clients),
+                           CloudKmsSigner(name, client=server.client(), timeout=1.0))
+        assert caught.value.code == "signer_failed" and "GetPublicKey" in caught.value.message
+    finally:
+        server.stop()
+    missing = "projects/p/locations/global/keyRings/standin/cryptoKeys/never-made/cryptoKeyVersions/1"
+    with pytest.raises(InputError) as caught:  # the input twin: a key version that does not exist
+        SignerIdentity(interop_pki.chain_pem(leaf, world.clients), CloudKmsSigner(missing, client=fresh.client()))
+    assert caught.value.code == "invalid_kms_key"
