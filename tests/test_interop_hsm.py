@@ -67,7 +67,7 @@ def identity(issuer, signer, name):
 @pytest.mark.parametrize("row", ROWS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", SERVERS)
-def test_server_saw_the_hsm_identity(world, servers, backends, name, backend, row, tls_version):
+def test_server_saw_the_hsm_identity(backends, world, servers, name, backend, row, tls_version):
     server = running(servers, name)
     signer = backends(backend, row)
     cn = f"{backend}-{row}"
@@ -89,7 +89,7 @@ def test_server_saw_the_hsm_identity(world, servers, backends, name, backend, ro
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", SERVERS)
-def test_hsm_identity_from_a_ca_the_server_does_not_trust(world, servers, backends, name, backend):
+def test_hsm_identity_from_a_ca_the_server_does_not_trust(backends, world, servers, name, backend):
     """The negative twin of the rows above: the same signers, a certificate from a stranger CA."""
     server = running(servers, name)
     ident, _ = identity(interop_pki.make_ca("stranger hsm root"), backends(backend, "p256"), f"{backend}-foreigner")
