@@ -14,7 +14,7 @@ VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: run test test311 test312 test313 bench bench-quick clean preflight deploy
+.PHONY: run test test311 test312 test313 bench bench-quick bench-signer-backends clean preflight deploy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: $(STAMP)
 
 bench-quick:
 	$(MAKE) --no-print-directory bench QUICK=1
+
+# Signer backends side by side (LocalSigner, Cloud KMS stand-in, SoftHSM2): signatures/s and handshakes/s.
+bench-signer-backends: $(STAMP)
+	$(VENV)/bin/python -m bench.signer_backends $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV312) $(VENV313) local artifacts .pytest_cache

@@ -8,6 +8,8 @@ INPUT_CODES = frozenset({
     "certificate_expired", "certificate_not_yet_valid", "invalid_ca_certs",
     "invalid_pkcs12", "unsupported_tls_version", "invalid_target",
     "target_not_allowed", "invalid_request",
+    # v1.2: a Cloud KMS key version that is malformed, unknown, disabled or out of reach of the app's role.
+    "invalid_kms_key",
     # v1.2: a signer this interpreter cannot bind (its key type, schemes, or an OpenSSL dyncert cannot reach).
     "signer_unsupported",
 })

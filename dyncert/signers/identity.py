@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from .. import identity as _identity
-from ..errors import InputError
+from ..errors import DyncertError, InputError
 from ..identity import Metadata, PemText, cert_key_type, display_name, rfc3339, san_list
 from .base import Signer, signer_schemes
 
@@ -27,8 +27,8 @@ def _public_key(signer: object) -> PublicKeyTypes:
     try:
         key = method()
         key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    except InputError:
-        raise
+    except DyncertError:
+        raise  # typed already: a KMS out of reach is signer_failed (502), not an interpreter that cannot bind
     except Exception as e:  # a remote signer's public_key() may fail in any way: keep its message as the cause
         raise InputError("signer_unsupported", f"The signer's public_key() failed ({type(e).__name__}); "
                          "expected a cryptography public key.") from e
