@@ -113,11 +113,18 @@ class BaseHandler(webapp2.RequestHandler):
         return self.response
 
     def refuse(self, why):
-        """401/403 for anonymous or non-admin callers."""
+        """401/403 for anonymous or non-admin callers; 429 for a wrong credential while its address waits."""
+        if why == auth.RATE_LIMITED:
+            return self.rate_limited(self.request.environ.get(auth.RETRY_AFTER, 1))
         if why == auth.FORBIDDEN:
             return self.error_response(403, "forbidden", "This page is for administrators only.")
         self.response.headers["WWW-Authenticate"] = 'Bearer realm="dyncert"'
         return self.error_response(401, "unauthenticated", "Sign in as an administrator first.")
+
+    def rate_limited(self, wait):
+        """429 rate_limited: the same answer for every wrong credential while its address waits."""
+        self.response.headers["Retry-After"] = str(wait)
+        return self.error_response(429, "rate_limited", f"Too many wrong credentials; try again in {wait} s.")
 
     def error_response(self, status, code, message):
         """API.md's error shape."""
@@ -163,6 +170,8 @@ class PageHandler(BaseHandler):
     """A handler that renders HTML and sends anonymous visitors to sign in."""
 
     def refuse(self, why):
+        if why == auth.RATE_LIMITED:
+            return super().refuse(why)
         if why == auth.FORBIDDEN:
             self.response.status_int = 403
             return self.render("forbidden.html")
