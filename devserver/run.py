@@ -195,7 +195,9 @@ def main():
   Demo mTLS peer:     https://localhost:{https_port}/ (echo on port {echo_port}; trusts only the demo CA)
   Demo open peer:     https://localhost:{open_port}/ (demo convenience: accepts ANY client certificate,
                       checks only that you hold its key, and answers with what it saw)
-  Datastore emulator: {env['DATASTORE_EMULATOR_HOST']}
+  Datastore emulator: {env['DATASTORE_EMULATOR_HOST']} (loopback, but WITHOUT authentication: every user
+                      of this machine can read and write it - sessions, sign-in counters, history.
+                      Run `make run` on a machine only you use; see README's security model.)
   Logs:               {os.path.join(LOCAL, "*.log")}
 
   Sign in at {base}/signin with the token, or:
