@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import urllib.parse
 
 import webapp2
 
@@ -42,6 +43,31 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def check_text_encoding(request):
+    """ApiError 400 unless the query string and any form body are UTF-8 (WebOb would fail with a 500)."""
+    query = request.environ.get("QUERY_STRING", "")
+    if not _utf8(urllib.parse.unquote_to_bytes(query.replace("+", " ").encode("latin-1", "replace"))):
+        raise ApiError(400, "invalid_request", "The query string holds percent-encoded bytes that are not UTF-8.")
+    if request.method not in auth.STATE_CHANGING or request.content_type not in FORM_TYPES:
+        return
+    if request.charset != "UTF-8":  # WebOb's own reading of the header (it refuses any other with a 500)
+        raise ApiError(400, "invalid_request", "Forms must be sent as UTF-8 (charset=utf-8, or no charset).")
+    if request.content_type == FORM_TYPES[0] and (request.content_length or 0) <= MAX_BODY_BYTES:
+        if not _utf8(urllib.parse.unquote_to_bytes(request.body.replace(b"+", b" "))):
+            raise ApiError(400, "invalid_request", "The form holds bytes that are not UTF-8.")
+
+
+def _utf8(data):
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def storage_error_types():
     """Exception types that mean Datastore could not be reached."""
     from google.api_core import exceptions as gexc
@@ -60,6 +86,7 @@ class BaseHandler(webapp2.RequestHandler):
     def dispatch(self):
         try:
             self.principal, self.auth_method = auth.identify(self.request, self.settings)
+            check_text_encoding(self.request)  # before anything parses the query or the form
             if not self.public and self.principal is None:
                 return self.refuse(self.auth_method)
             if self.request.method in auth.STATE_CHANGING and hasattr(self, self.request.method.lower()):
@@ -73,6 +100,8 @@ class BaseHandler(webapp2.RequestHandler):
             return self.error_response(e.status, e.code, e.message)
         except InputError as e:
             return self.error_response(400, e.code, e.message)
+        except UnicodeDecodeError:  # a multipart part WebOb could not decode: the sender's bytes, not our bug
+            return self.error_response(400, "invalid_request", "The request holds text that is not UTF-8.")
         except RemoteError as e:
             return self.error_response(504 if e.code == "timeout" else 502, e.code, e.message)
         except NotFound as e:
@@ -113,11 +142,18 @@ class BaseHandler(webapp2.RequestHandler):
         return self.response
 
     def refuse(self, why):
-        """401/403 for anonymous or non-admin callers."""
+        """401/403 for anonymous or non-admin callers; 429 for a wrong credential while its address waits."""
+        if why == auth.RATE_LIMITED:
+            return self.rate_limited(self.request.environ.get(auth.RETRY_AFTER, 1))
         if why == auth.FORBIDDEN:
             return self.error_response(403, "forbidden", "This page is for administrators only.")
         self.response.headers["WWW-Authenticate"] = 'Bearer realm="dyncert"'
         return self.error_response(401, "unauthenticated", "Sign in as an administrator first.")
+
+    def rate_limited(self, wait):
+        """429 rate_limited: the same answer for every wrong credential while its address waits."""
+        self.response.headers["Retry-After"] = str(wait)
+        return self.error_response(429, "rate_limited", f"Too many wrong credentials; try again in {wait} s.")
 
     def error_response(self, status, code, message):
         """API.md's error shape."""
@@ -163,6 +199,8 @@ class PageHandler(BaseHandler):
     """A handler that renders HTML and sends anonymous visitors to sign in."""
 
     def refuse(self, why):
+        if why == auth.RATE_LIMITED:
+            return super().refuse(why)
         if why == auth.FORBIDDEN:
             self.response.status_int = 403
             return self.render("forbidden.html")

@@ -176,6 +176,7 @@ def test_call_input_errors(admin, world):
 
 
 def test_fetch_verifies_the_server_by_default(datastore, settings, world, tmp_path):
+    settings = dataclasses.replace(settings, allowed_targets="localhost")  # fetch reaches loopback only if named
     ca_file = pki.write_pem(str(tmp_path), "ca.pem", world["pki"].ca_pem)
     with PythonTLSPeer(world["server"]) as peer:  # server-only TLS: no client certificate asked
         url = f"https://localhost:{peer.port}/hello"

@@ -37,7 +37,7 @@ def processes_mentioning(text):
 
 @pytest.mark.slow
 def test_make_run_serves_the_demo_and_stops_cleanly(tmp_path):
-    with make_run(tmp_path, "smoke-token-12345") as run:
+    with make_run(tmp_path, "smoke-token-0123456789-abcdef") as run:
         assert get(run.base + "/healthz")[1] == b"ok"
         identities = json.loads(get(run.base + "/api/v1/identities", run.token)[1])["identities"]
         assert [(i["employee"], i["address"]) for i in identities] == [("asalieri", 1), ("asalieri", 2)]

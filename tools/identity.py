@@ -18,16 +18,20 @@ token from ADMIN_TOKEN (or the variable named by --token-env). Examples:
     python -m tools.identity history asalieri 1
 
 Passwords are read from an environment variable (never a command-line argument: those show in
-`ps`). Exit status: 0 success, 1 the API refused (its error code is printed), 2 usage or a
-local file or variable missing, 3 the app could not be reached.
+`ps`). The token goes only to DYNCERT_URL itself: a redirect is refused (the API sends none), and
+plain http:// is refused unless the host is loopback. Exit status: 0 success, 1 the API refused
+(its error code is printed) or a redirect was refused, 2 usage or a local file or variable missing
+(or a plain http:// URL to another host), 3 the app could not be reached.
 """
 
 import argparse
 import base64
+import ipaddress
 import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 UNREACHABLE = 3  # exit status when the app does not answer
@@ -41,15 +45,53 @@ class CliError(Exception):
         self.status = status
 
 
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: the API sends none, and following one would carry the token elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx, unfollowed
+
+
+OPENER = urllib.request.build_opener(NoRedirects)
+
+
+def loopback(host):
+    """True for localhost names and loopback addresses: the only hosts plain http:// may reach."""
+    host = (host or "").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(base):
+    """Refuse plain http:// to another host: the admin token would cross the network in clear."""
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as e:
+        raise CliError(f"invalid app URL {base!r}: {e} (set DYNCERT_URL or --url)") from None
+    if parts.scheme == "http" and not loopback(parts.hostname):
+        raise CliError(f"refusing to send the admin token over plain http:// to {parts.hostname!r}: use https:// "
+                       f"(http:// is only for loopback hosts such as 127.0.0.1 or localhost)")
+
+
 def api(base, token, method, path, body=None, timeout=60):
     """One API call; returns (status, parsed JSON or None)."""
+    check_url(base)
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(base.rstrip("/") + path, data=data, method=method, headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with OPENER.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:
+            return e.code, {"error": {"code": "redirect_refused", "message": (
+                f"{base} redirected to {e.headers.get('Location', '(no Location)')!r}; this app's API never "
+                f"redirects, so nothing was sent there (check DYNCERT_URL or --url)")}}
         status, raw = e.code, e.read()
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
@@ -253,7 +295,7 @@ def run(args):
             status, data = lifecycle(args, args.url, token, path)
         else:
             status, data = api(args.url, token, "PUT", path, put_body(args))
-    if status >= 400:
+    if status >= 300:  # a 3xx too: api() never follows one
         error = (data or {}).get("error", {})
         print(f"{status} {error.get('code', 'error')}: {error.get('message', '')}", file=sys.stderr)
         return 1
