@@ -6,20 +6,20 @@
 Each request asks the provider for the identity and sends through the httpx transport of the
 context presenting it (one per identity, LRU-bounded): a rotated certificate is used on the
 next request, and a pooled connection only ever serves the identity it was opened with.
+A transport is leased until its response is closed: the LRU evicts (and closes) idle ones only.
 """
 
 from __future__ import annotations
 
-import collections
 import ssl
-import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import httpx
 
 from ._adapt import CACHE_SIZE, CaCerts, Identities, IdentitySource, TlsVersion, attach_code, dyncert_error
 from .errors import InputError
+from .leases import Lease, LeasedLRU
 
 __all__ = ["AsyncClientCertTransport", "ClientCertTransport", "dyncert_error"]
 
@@ -37,36 +37,67 @@ def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 class _PerIdentity(Generic[_T]):
-    """An LRU of transports by identity content, each built on the context presenting that identity."""
+    """Transports by identity content, each built on the context presenting that identity, leased per request."""
 
     def __init__(self, identity: IdentitySource, ca_certs: CaCerts, tls_version: TlsVersion,
                  alpn: list[str] | None) -> None:
         self.identities = Identities(identity, ca_certs, tls_version, alpn)
-        self._lock = threading.Lock()
-        self._transports: collections.OrderedDict[str, _T] = collections.OrderedDict()
+        self._transports: LeasedLRU[str, _T] = LeasedLRU(CACHE_SIZE)
 
-    def get(self, make: Callable[[ssl.SSLContext], _T]) -> tuple[_T, list[_T]]:
-        """The current identity's transport (made by make(context) on first use), and those evicted."""
+    def get(self, make: Callable[[ssl.SSLContext], _T]) -> tuple[Lease[_T], list[_T]]:
+        """A lease on the current identity's transport (made by make(context) on first use), and idle ones evicted."""
         identity, context = self.identities.context()
-        key: str = identity.content_id
-        with self._lock:
-            found = self._transports.get(key)
-            if found is not None:
-                self._transports.move_to_end(key)
-                return found, []
-            made: _T = make(context)
-            self._transports[key] = made
-            evicted = []
-            while len(self._transports) > CACHE_SIZE:
-                evicted.append(self._transports.popitem(last=False)[1])
-            return made, evicted
+        return self._transports.acquire(identity.content_id, lambda: make(context))
+
+    def release(self, lease: Lease[_T]) -> list[_T]:
+        """Give the lease back; the idle transports to close now."""
+        return self._transports.release(lease)
 
     def drain(self) -> list[_T]:
         """Forget every transport; return them to be closed."""
-        with self._lock:
-            transports = list(self._transports.values())
-            self._transports.clear()
-            return transports
+        return self._transports.drain()
+
+
+class _LeasedStream(httpx.SyncByteStream):
+    """A response body that gives its transport's lease back when closed (httpx closes every response)."""
+
+    def __init__(self, stream: httpx.SyncByteStream, release: Callable[[], None]) -> None:
+        self._stream, self._release = stream, release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._stream)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            release, self._release = self._release, _nothing
+            release()
+
+
+class _AsyncLeasedStream(httpx.AsyncByteStream):
+    """The asyncio form of _LeasedStream."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], Any]) -> None:
+        self._stream, self._release = stream, release
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, _nothing_async
+            await release()
+
+
+def _nothing() -> None:
+    """A lease already given back."""
+
+
+async def _nothing_async() -> None:
+    """A lease already given back."""
 
 
 class ClientCertTransport(httpx.BaseTransport):
@@ -87,14 +118,23 @@ class ClientCertTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""
-        transport, evicted = self._per_identity.get(lambda ctx: httpx.HTTPTransport(verify=ctx, **self._kwargs))
-        for old in evicted:
-            old.close()
+        lease, idle = self._per_identity.get(lambda ctx: httpx.HTTPTransport(verify=ctx, **self._kwargs))
+        self._close(idle)
         try:
-            return transport.handle_request(request)
-        except httpx.TransportError as e:
-            attach_code(e, request.url.host, request.url.port or 443)
+            response = lease.value.handle_request(request)
+        except BaseException as e:
+            self._close(self._per_identity.release(lease))
+            if isinstance(e, httpx.TransportError):
+                attach_code(e, request.url.host, request.url.port or 443)
             raise
+        assert isinstance(response.stream, httpx.SyncByteStream)  # what HTTPTransport returns
+        response.stream = _LeasedStream(response.stream, lambda: self._close(self._per_identity.release(lease)))
+        return response
+
+    @staticmethod
+    def _close(transports: list[httpx.HTTPTransport]) -> None:
+        for transport in transports:
+            transport.close()
 
     def close(self) -> None:
         """Close every pooled connection of every identity."""
@@ -114,10 +154,20 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""
-        transport, evicted = self._per_identity.get(
-            lambda ctx: httpx.AsyncHTTPTransport(verify=ctx, **self._kwargs))
-        for old in evicted:
-            await old.aclose()
+        lease, idle = self._per_identity.get(lambda ctx: httpx.AsyncHTTPTransport(verify=ctx, **self._kwargs))
+        await self._close(idle)
+        try:
+            response = await self._send(lease.value, request)
+        except BaseException:
+            await self._close(self._per_identity.release(lease))
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # what AsyncHTTPTransport returns
+        response.stream = _AsyncLeasedStream(response.stream,
+                                             lambda: self._close(self._per_identity.release(lease)))
+        return response
+
+    @staticmethod
+    async def _send(transport: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
         try:
             return await transport.handle_async_request(request)
         except httpx.TransportError as e:
@@ -130,6 +180,11 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
             error.__cause__ = e
             attach_code(error, request.url.host, request.url.port or 443)
             raise error from error.__cause__
+
+    @staticmethod
+    async def _close(transports: list[httpx.AsyncHTTPTransport]) -> None:
+        for transport in transports:
+            await transport.aclose()
 
     async def aclose(self) -> None:
         """Close every pooled connection of every identity."""

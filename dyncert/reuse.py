@@ -3,11 +3,15 @@
 A context presents exactly one identity (the cache keys it by content), so what is kept on it
 can never serve another identity, and a rotated certificate is a new context: nothing carries
 over. Python itself refuses a session made under another context (ValueError), a second guard.
+
+A pool pushed out of the LRU is closed once no call holds it any more, never under one.
 """
 
 import collections
+import queue
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from typing import TypeVar, cast
 
@@ -45,8 +49,32 @@ def _put(mapping: collections.OrderedDict[Hashable, _V], key: Hashable, value: _
     mapping.move_to_end(key)
     while len(mapping) > MAX_PEERS:
         _, dropped = mapping.popitem(last=False)
-        if hasattr(dropped, "close"):
-            dropped.close()
+        _retire(dropped)
+
+
+def _retire(dropped: object) -> None:
+    """Let go of an evicted pool: its idle connections are closed when the last call holding it lets go.
+
+    A call may have taken the pool and not yet its connection: closing the pool now would fail that
+    call (urllib3 raises ClosedPoolError from a closed pool). A connection the call gives back goes
+    to the pool's idle queue (urllib3's `pool`), closed with the rest when the pool is collected.
+    """
+    idle = getattr(dropped, "pool", None)
+    if isinstance(idle, queue.Queue):
+        weakref.finalize(dropped, _close_idle, idle)
+    elif hasattr(dropped, "close"):
+        dropped.close()
+
+
+def _close_idle(idle: "queue.Queue[object]") -> None:
+    """Close every connection waiting in a collected pool's queue."""
+    while True:
+        try:
+            connection = idle.get_nowait()
+        except queue.Empty:
+            return
+        if connection is not None and hasattr(connection, "close"):
+            connection.close()
 
 
 def session(context: ssl.SSLContext, peer: Hashable) -> ssl.SSLSession | None:
