@@ -1,7 +1,8 @@
 """httpx transports presenting a ClientIdentity (or the current one from a provider) on every request.
 
-    client = httpx.Client(transport=ClientCertTransport(lambda: load_identity()))
-    client = httpx.AsyncClient(transport=AsyncClientCertTransport(identity, ca_certs=partner_ca))
+    client = httpx.Client(transport=ClientCertTransport(lambda: load_identity(), hosts=["partner.example"]))
+    client = httpx.AsyncClient(transport=AsyncClientCertTransport(identity, ca_certs=partner_ca,
+                                                                  hosts=["partner.example"]))
 
 Each request asks the provider for the identity and sends through the httpx transport of the
 context presenting it (one per identity, LRU-bounded): a rotated certificate is used on the
@@ -17,7 +18,8 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from ._adapt import CACHE_SIZE, CaCerts, Identities, IdentitySource, TlsVersion, attach_code, dyncert_error
+from ._adapt import (CACHE_SIZE, CaCerts, HostList, Hosts, Identities, IdentitySource, TlsVersion, attach_code,
+                     dyncert_error)
 from .errors import InputError
 from .leases import Lease, LeasedLRU
 
@@ -34,6 +36,11 @@ def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
                              f"dyncert's settings: {name}= would change that. Give trusted CA certificates "
                              "as ca_certs=.")
     return kwargs
+
+
+def _check_host(hosts: HostList, request: httpx.Request) -> None:
+    """Refuse a host off the list (target_not_allowed) before the provider is asked or anything connects."""
+    hosts.check(request.url.scheme, request.url.raw_host.decode("ascii"), request.url.port)
 
 
 class _PerIdentity(Generic[_T]):
@@ -106,11 +113,15 @@ class ClientCertTransport(httpx.BaseTransport):
     identity: a ClientIdentity, or a zero-argument function returning the current one (asked per request).
     ca_certs: PEM text or a CA file/directory path trusted for the peer (default: dyncert's default trust).
     tls_version: None/'TLS' (1.2 or newer), 'TLSv1_2' or 'TLSv1_3'.
+    hosts: the hosts the certificate is presented to ('host', 'host:port', '*.example.com'); a request to
+        any other (a redirect elsewhere) is refused, InputError target_not_allowed, before connecting.
+        None (the default) presents it to any host.
     Other keyword arguments go to httpx.HTTPTransport (limits, http2, retries, proxy, ...).
     """
 
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
-                 **kwargs: Any) -> None:
+                 hosts: Hosts = None, **kwargs: Any) -> None:
+        self._hosts = HostList(hosts)
         self._kwargs = _transport_kwargs(kwargs)
         # Threads share the transport: the context is handed over as a SharedContext (see _adapt).
         alpn = ["http/1.1", "h2"] if kwargs.get("http2") else ["http/1.1"]  # what httpcore sets per connection
@@ -118,6 +129,7 @@ class ClientCertTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""
+        _check_host(self._hosts, request)
         lease, idle = self._per_identity.get(lambda ctx: httpx.HTTPTransport(verify=ctx, **self._kwargs))
         self._close(idle)
         try:
@@ -146,7 +158,8 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
     """The asyncio/trio form of ClientCertTransport (same arguments; kwargs go to httpx.AsyncHTTPTransport)."""
 
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
-                 **kwargs: Any) -> None:
+                 hosts: Hosts = None, **kwargs: Any) -> None:
+        self._hosts = HostList(hosts)
         self._kwargs = _transport_kwargs(kwargs)
         # One event loop makes connections one at a time: the real context (anyio's fast path needs it).
         self._per_identity: _PerIdentity[httpx.AsyncHTTPTransport] = _PerIdentity(identity, ca_certs, tls_version,
@@ -154,6 +167,7 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""
+        _check_host(self._hosts, request)
         lease, idle = self._per_identity.get(lambda ctx: httpx.AsyncHTTPTransport(verify=ctx, **self._kwargs))
         await self._close(idle)
         try:
