@@ -4,7 +4,8 @@ A context presents exactly one identity (the cache keys it by content), so what 
 can never serve another identity, and a rotated certificate is a new context: nothing carries
 over. Python itself refuses a session made under another context (ValueError), a second guard.
 
-A pool pushed out of the LRU is closed once no call holds it any more, never under one.
+A pool pushed out of the LRU (or whose context the cache drops) is closed once nothing holds it
+any more, never under a call still using it.
 """
 
 import collections
@@ -29,6 +30,7 @@ class _Reuse:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.forgotten = False  # the cache let the context go: nothing more is kept on it
         self.sessions: collections.OrderedDict[Hashable, ssl.SSLSession] = collections.OrderedDict()
         self.pools: collections.OrderedDict[Hashable, object] = collections.OrderedDict()
 
@@ -48,22 +50,20 @@ def _put(mapping: collections.OrderedDict[Hashable, _V], key: Hashable, value: _
     mapping[key] = value
     mapping.move_to_end(key)
     while len(mapping) > MAX_PEERS:
-        _, dropped = mapping.popitem(last=False)
-        _retire(dropped)
+        # Dropped, not closed: a call may hold the pool and not yet its connection (urllib3 raises
+        # ClosedPoolError from a closed pool). Its idle connections close when the pool is collected.
+        mapping.popitem(last=False)
 
 
-def _retire(dropped: object) -> None:
-    """Let go of an evicted pool: its idle connections are closed when the last call holding it lets go.
+def _close_idle_when_collected(made: object) -> None:
+    """Close a pool's idle connections once nothing holds the pool any more (evicted, or its context dropped).
 
-    A call may have taken the pool and not yet its connection: closing the pool now would fail that
-    call (urllib3 raises ClosedPoolError from a closed pool). A connection the call gives back goes
-    to the pool's idle queue (urllib3's `pool`), closed with the rest when the pool is collected.
+    A call still holding an evicted pool gives its connection back to the pool's idle queue
+    (urllib3's `pool`), so it is closed with the rest, after that call.
     """
-    idle = getattr(dropped, "pool", None)
+    idle = getattr(made, "pool", None)
     if isinstance(idle, queue.Queue):
-        weakref.finalize(dropped, _close_idle, idle)
-    elif hasattr(dropped, "close"):
-        dropped.close()
+        weakref.finalize(made, _close_idle, idle)
 
 
 def _close_idle(idle: "queue.Queue[object]") -> None:
@@ -75,6 +75,22 @@ def _close_idle(idle: "queue.Queue[object]") -> None:
             return
         if connection is not None and hasattr(connection, "close"):
             connection.close()
+
+
+def forget(context: ssl.SSLContext) -> None:
+    """Let go of what is kept on a context its cache dropped, and keep nothing on it from now on.
+
+    The context and its pools hold each other (a pool opens connections with its context), and a
+    pooled SSLSocket's reference to its context is hidden from the cycle collector (CPython's
+    _ssl does not traverse it): left alone, a dropped context, its pools and their sockets would
+    never be freed. Dropped pools close their idle connections now, or after a call still using one.
+    A call that still has the context afterwards gets no pool (None: a connection for that call only).
+    """
+    state = _of(context)
+    with state.lock:
+        state.forgotten = True
+        state.pools.clear()
+        state.sessions.clear()
 
 
 def session(context: ssl.SSLContext, peer: Hashable) -> ssl.SSLSession | None:
@@ -101,6 +117,8 @@ def remember(context: ssl.SSLContext, peer: Hashable, sock: ssl.SSLSocket,
         return False
     state = _of(context)
     with state.lock:
+        if state.forgotten:
+            return False
         _put(state.sessions, peer, current)
     return True
 
@@ -111,10 +129,13 @@ def pool(context: ssl.SSLContext, peer: Hashable, make: Callable[[], _Pool]) -> 
         return None
     state = _of(context)
     with state.lock:
+        if state.forgotten:
+            return None
         found = state.pools.get(peer)
         if found is not None:
             state.pools.move_to_end(peer)
             return cast(_Pool, found)  # made by `make` for this peer key: callers use one kind of pool per key
         made = make()
+        _close_idle_when_collected(made)
         _put(state.pools, peer, made)
         return made
