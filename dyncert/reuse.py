@@ -42,7 +42,7 @@ def _of(context: ssl.SSLContext) -> _Reuse:
             state = getattr(context, _ATTRIBUTE, None)
             if state is None:
                 state = _Reuse()
-                setattr(context, _ATTRIBUTE, state)  # dies with the context when the cache drops it
+                setattr(context, _ATTRIBUTE, state)  # the cache calls forget() when it drops the context
     return state
 
 

@@ -122,3 +122,19 @@ def test_bad_hosts_fail_at_construction(world, make, hosts):
         make(world.alice.identity, ca_certs=world.ca_pem, hosts=hosts)
     assert e.value.code == "invalid_target"
     assert make(world.alice.identity, ca_certs=world.ca_pem, hosts=["*.partner.example", "[::1]:443"]) is not None
+
+
+@pytest.mark.parametrize("hosts, host", [(["[::1]"], "[::1]"), (["LOCALHOST"], "localhost"),
+                                         (["localhost."], "localhost")])
+def test_hosts_compare_names_and_addresses_as_the_connection_would(world, hosts, host):
+    """Case, a trailing dot and IPv6 brackets do not matter; the twin: the listed host's own address does."""
+    family_host = "::1" if ":" in host else "127.0.0.1"
+    with peers.PythonTLSPeer(world.server, client_ca_pem=world.ours.ca_pem, host=family_host) as peer:
+        with httpx_client(world, hosts=hosts) as client:
+            assert client.get(url(peer, host)).json()["fingerprint_sha256"] == world.alice.sha256
+            with pytest.raises(InputError) as e:
+                client.get(url(peer, "127.0.0.1" if family_host == "::1" else "[::1]"))
+        with requests.Session() as session:
+            session.mount("https://", ClientCertAdapter(world.alice.identity, ca_certs=world.ca_pem, hosts=hosts))
+            assert session.get(url(peer, host), timeout=10).json()["fingerprint_sha256"] == world.alice.sha256
+    assert e.value.code == "target_not_allowed"
