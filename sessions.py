@@ -19,6 +19,7 @@ FORGET_AFTER = 3600          # failures older than this are forgotten
 GLOBAL_CAP = 100
 # A counter idle this long is past any lockout (retry_at <= last + MAX_DELAY) and forgotten anyway.
 PURGE_IDLE = max(FORGET_AFTER, MAX_DELAY)
+PURGE_BATCH = 500  # counters deleted per Datastore call (a commit takes at most 500 mutations)
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 UTC = datetime.timezone.utc
 
@@ -37,7 +38,7 @@ class SignInAttempts(ndb.Model):
     """Wrong tokens sent from one client address (its id is a hash of the address)."""
 
     failures = ndb.IntegerProperty(indexed=False, default=0)
-    last = ndb.DateTimeProperty(tzinfo=UTC)  # indexed: the daily cron deletes idle counters
+    last = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)  # the daily purge reads every counter: no index
     retry_at = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
 
 
@@ -93,11 +94,23 @@ def purge_expired(now=None):
 
 
 def purge_idle_attempts(now=None):
-    """Delete sign-in counters idle longer than PURGE_IDLE (deleting one changes no answer); returns how many."""
+    """Delete sign-in counters idle longer than PURGE_IDLE (deleting one changes no answer); returns how many.
+
+    Every counter is read, not queried by `last`: counters written before `last` was indexed are
+    invisible to such a query and would stay forever. The scan stays small: the previous run left
+    only counters active within PURGE_IDLE of it, so it reads about a day's failing addresses.
+    """
     cutoff = _now(now) - datetime.timedelta(seconds=PURGE_IDLE)
-    keys = SignInAttempts.query(SignInAttempts.last < cutoff).fetch(keys_only=True)
-    ndb.delete_multi(keys)
+    keys = [record.key for record in SignInAttempts.query().iter() if _idle(record, cutoff)]
+    for start in range(0, len(keys), PURGE_BATCH):
+        ndb.delete_multi(keys[start:start + PURGE_BATCH])
     return len(keys)
+
+
+def _idle(record, cutoff):
+    """True if a counter last mattered before `cutoff` (its last failure, else its lockout's end, else never)."""
+    since = record.last or record.retry_at
+    return since is None or since < cutoff
 
 
 def delay_after(failures):

@@ -28,7 +28,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import der, pbe
+from . import der, pbe, reuse
 from .errors import InputError
 from .identity import ClientIdentity, PemText, parse_ca_bundle
 
@@ -553,11 +553,16 @@ class ContextCache:
             if existing is not None:  # another thread built it meanwhile: everyone shares one
                 self._entries.move_to_end(key)
                 return existing
+            dropped = []
             if self.maxsize > 0:
                 self._entries[key] = ctx
                 while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
+                    dropped.append(self._entries.popitem(last=False)[1])
                     self.evictions += 1
+            else:
+                dropped.append(ctx)  # never asked for again: a pool kept on it would only leak
+        for old in dropped:
+            reuse.forget(old)  # its kept-alive pools would otherwise keep it (and their sockets) forever
         return ctx
 
     def stats(self) -> dict[str, int]:
@@ -569,8 +574,11 @@ class ContextCache:
     def clear(self) -> None:
         """Drop every entry and reset the counters."""
         with self._lock:
+            dropped = list(self._entries.values())
             self._entries.clear()
             self.hits = self.misses = self.evictions = 0
+        for old in dropped:
+            reuse.forget(old)
 
 
 _default_cache: ContextCache | None = None

@@ -215,6 +215,15 @@ def check_allowed(target: Target, allowed: str | Iterable[str] | None) -> Target
     return target
 
 
+def host_allowed(host: str, port: int, allowed: Iterable[str]) -> bool:
+    """True if a URL's host (name in any case, trailing dot, or IP literal) and port match one of `allowed`."""
+    try:
+        host = _normalize_host(host, "host")
+    except InputError:
+        return False  # not a name or address a pattern could list
+    return any(_matches(host, port, pattern) for pattern in allowed)
+
+
 # --- resolution -------------------------------------------------------------------------------
 
 def _getaddrinfo(host: str, port: int, timeout: float) -> Sequence[AddrInfo]:
