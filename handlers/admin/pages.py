@@ -18,10 +18,10 @@ from handlers.admin.present import (
 from handlers.api import actor
 from handlers.base import ApiError, PageHandler
 from handlers.calls import METHODS, echo_param, request_params
-from models.body import upload_errors
+from models.body import check_upload
 from models.entities import Conflict, NotFound
 from models.lastcall import last_calls
-from models.lifecycle import stage_next
+from models.lifecycle import check_next, stage_next
 from models.store import (
     delete_identity, get_entity, get_record, list_records, load_identity, load_next, put_identity)
 
@@ -81,22 +81,24 @@ class New(AdminHandler):
             raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         old_draft = text_field(self.request.POST, "draft")
         staging = text_field(self.request.POST, "stage") == "next"
-        employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST, self.settings)
-        # Every field is checked on its own, so one post reports every error at once.
+        employee, address, body, shown, errors = upload_form(self.request.POST, self.settings)
+        # Every field is checked on its own, so one post reports every error at once; the store takes
+        # the validated upload as it is (one key derivation per post).
         messages = blank_fields(employee, address, body)
-        errors += upload_errors(employee, address, body, self.settings)
+        upload, found = (check_next if staging else check_upload)(employee, address, body, self.settings)
+        errors += found
         if not errors and not messages:
             try:
                 store = stage_next if staging else put_identity
-                _, created = store(employee, address, body, self.settings, actor=actor(self))
+                _, created = store(employee, address, upload, self.settings, actor=actor(self))
             except (InputError, Conflict) as e:
                 errors.append(e)
         if errors or messages:
             self.response.status_int = 400
             codes = {name: "missing" for name in messages}
             for error in errors:
-                messages.setdefault(field_for(error, pkcs12_used), form_message(error))
-                codes.setdefault(field_for(error, pkcs12_used), error.code)
+                messages.setdefault(field_for(error), form_message(error))
+                codes.setdefault(field_for(error), error.code)
             drafts.forget(old_draft)
             draft = self._keep_secrets(body, codes)
             return self.show_form(shown, messages, None if staging else self._existing(employee, address), draft,
