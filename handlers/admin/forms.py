@@ -7,8 +7,6 @@ import drafts
 from dyncert import csr
 from dyncert.errors import InputError
 
-MAX_FORM_BYTES = 512 * 1024  # the API's 256 KiB, plus multipart overhead and a CA file
-
 # The form has no password boxes of its own to mark: a password's error is shown beside its key or file.
 SHOWN_BESIDE = {"key_password": "key", "pkcs12_password": "pkcs12"}
 

@@ -10,13 +10,13 @@ from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.admin.explain import EXPLANATIONS
 from handlers.admin.forms import (
-    FORM_ORDER, MAX_FORM_BYTES, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
+    FORM_ORDER, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
     upload_form)
 from handlers.admin.present import (
     TLS_VERSIONS, UTC, WARN_DAYS, default_trust, detail_url, last_result, lifecycle_values, matches, row,
     target_query, trusted_by)
 from handlers.api import actor
-from handlers.base import ApiError, PageHandler
+from handlers.base import PageHandler, http_error
 from handlers.calls import METHODS, echo_param, request_params
 from models.body import check_upload
 from models.entities import Conflict, NotFound
@@ -76,9 +76,6 @@ class New(AdminHandler):
         self.show_form(shown, {}, None if staging else existing, staging=staging)
 
     def post(self):
-        self.check_csrf()
-        if (self.request.content_length or 0) > MAX_FORM_BYTES:
-            raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         old_draft = text_field(self.request.POST, "draft")
         staging = text_field(self.request.POST, "stage") == "next"
         employee, address, body, shown, errors = upload_form(self.request.POST, self.settings)
@@ -158,16 +155,12 @@ class Detail(AdminHandler):
 
     def call(self, employee, address, kind, work, load=load_identity, **form):
         """Run one test call and re-render the page with its result (or failure)."""
-        self.check_csrf()
         stored = load(employee, address, self.settings)  # bad ids, NotFound: error pages
         result = {"kind": kind, "slot": "next" if load is load_next else "current"}
         try:
             result["data"] = work(stored)
-        except RemoteError as e:
-            self.response.status_int = 504 if e.code == "timeout" else 502
-            result["error"] = self.failure(e, stored.ca_certs, self.settings)
-        except InputError as e:
-            self.response.status_int = 400
+        except (RemoteError, InputError) as e:
+            self.response.status_int = http_error(e).status
             result["error"] = self.failure(e, stored.ca_certs, self.settings)
         self.show(employee, address, result=result, **form)
 
@@ -223,6 +216,5 @@ class Delete(AdminHandler):
         self.render("admin/delete.html", identity=row(get_record(employee, address)))
 
     def post(self, employee, address):
-        self.check_csrf()
         delete_identity(employee, address, actor=actor(self))
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)
