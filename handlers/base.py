@@ -12,6 +12,7 @@ import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.templating import render
+from models import schema
 from models.entities import Conflict, NotFound
 
 log = logging.getLogger("dyncert.app")
@@ -87,6 +88,7 @@ class BaseHandler(webapp2.RequestHandler):
     """Common behaviour; subclasses set `public = True` to skip the admin gate."""
 
     public = False
+    body_fields = schema.EMPTY  # the fields a JSON body of this route may hold (API.md "Strict bodies")
 
     @property
     def settings(self):
@@ -175,6 +177,7 @@ class BaseHandler(webapp2.RequestHandler):
         except UnicodeEncodeError:
             raise ApiError(400, "invalid_json", "The body holds an unpaired UTF-16 surrogate escape "
                                                 "(\\ud800-\\udfff); send valid Unicode text.") from None
+        schema.check_fields(data, self.body_fields)  # an unknown field is refused before anything is done
         return data
 
 

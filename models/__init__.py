@@ -5,6 +5,7 @@
     binding    the sealing associated data: a key opens only in its entity, for its target, trust and chain
     views      API.md's public views (metadata, never key material)
     store      put, read, list, delete; load_identity: the call path's one Datastore read
+    schema     the fields each JSON body may hold (strict bodies: an unknown one is refused by name)
     lifecycle  CSR and pending key, next, promote, rollback, history (one transaction each)
     expiry     the cron's expiry report
     lastcall   LastCall: the call path's one write after a call
