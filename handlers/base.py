@@ -13,7 +13,7 @@ from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.templating import render
 from models import schema
-from models.entities import Conflict, NotFound
+from models.entities import Conflict, NotFound, TooLarge
 
 log = logging.getLogger("dyncert.app")
 
@@ -66,6 +66,7 @@ ERROR_TABLE = (
     (RemoteError, lambda e: 504 if e.code == "timeout" else 502, None),  # the remote side's failure, not ours
     (NotFound, 404, "not_found"),
     (Conflict, 409, None),                                                # no_next, no_previous, no_pending
+    (TooLarge, 413, "too_large"),                                         # a record over Datastore's 1 MiB
     (sealing.RecordTampered, 409, "record_tampered"),
     (sealing.UnsealError, 500, "key_unavailable"),
     (sealing.SealingUnavailable, 503, "sealing_unavailable"),

@@ -1,6 +1,7 @@
 """The app's Datastore side, one job per module.
 
-    entities   Employee, Address (current, next, previous, pending slots), Event; address_key; NotFound, Conflict
+    entities   Employee, Address (current, next, previous, pending slots), Event; address_key; NotFound, Conflict,
+               TooLarge (a record over Datastore's entity size, refused before the write)
     body       an upload body (API or form) validated once into an Upload, or errors that carry their field
     binding    the sealing associated data: a key opens only in its entity, for its target, trust and chain
     views      API.md's public views (metadata, never key material)
