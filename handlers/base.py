@@ -48,6 +48,12 @@ def storage_error_types():
     return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
 
 
+def cache_error_types():
+    """Exception types that mean the Redis global cache could not be reached (only set with REDIS_CACHE_URL)."""
+    import redis
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
 class BaseHandler(webapp2.RequestHandler):
     """Common behaviour; subclasses set `public = True` to skip the admin gate."""
 
@@ -89,6 +95,12 @@ class BaseHandler(webapp2.RequestHandler):
             self.response.headers["Retry-After"] = "5"
             return self.error_response(503, "storage_unavailable",
                                        "Datastore is not reachable right now; retry in a few seconds.")
+        except cache_error_types() as e:  # ndb could not lock the cached copy first: nothing was written
+            log.warning("cache unavailable: %s", type(e).__name__)
+            self.response.headers["Retry-After"] = "5"
+            return self.error_response(503, "cache_unavailable",
+                                       "The identity cache (Redis) is not reachable, so nothing was changed; "
+                                       "retry in a few seconds.")
 
     def check_request_forgery(self):
         """API.md Auth: a cookie-borne change needs this app's origin, the session's token and a JSON body."""
