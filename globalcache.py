@@ -26,6 +26,18 @@ def cache_seconds(key):
     return CACHE_SECONDS
 
 
+def ndb_context(client, cache):
+    """An ndb context of `client` without the in-memory cache, reading through `cache` (a RedisCache) if any.
+
+    Whatever writes identities (the app, a script, a test) must use the same cache: ndb keeps the
+    cached copy right by locking it before each write, which a context without the cache never does.
+    """
+    if cache is None:
+        return client.context(cache_policy=False, global_cache_policy=False)
+    return client.context(cache_policy=False, global_cache=cache, global_cache_policy=cached,
+                          global_cache_timeout_policy=cache_seconds)
+
+
 def from_settings(settings):
     """A RedisCache for settings.redis_cache_url, or None when it is unset."""
     if not settings.redis_cache_url:

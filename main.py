@@ -54,13 +54,9 @@ class NdbContextMiddleware:
 
     def _context(self):
         """This request's ndb context: no in-memory cache; the Redis global cache when configured."""
-        if self.global_cache is None:
-            return self.client.context(cache_policy=False, global_cache_policy=False)
         # ndb locks an entity's cached copy before each write and re-reads Datastore inside
         # transactions, so a rotation through one instance is what every other one reads next.
-        return self.client.context(cache_policy=False, global_cache=self.global_cache,
-                                   global_cache_policy=globalcache.cached,
-                                   global_cache_timeout_policy=globalcache.cache_seconds)
+        return globalcache.ndb_context(self.client, self.global_cache)
 
 
 def _utf8_path(environ):
