@@ -181,3 +181,19 @@ def peer_saw(browser, path, on=None):
     reply = answer.json()
     assert reply["ok"] and reply["status"] == 200, reply
     return reply["tls"]["client_fingerprint_sha256"], json.loads(reply["body"])["fingerprint_sha1"]
+
+
+def roomy_nginx(server, client_ca_pem):
+    """tests/nginx.py's peer sized for three instances' pools (4 idle connections per identity each):
+    with its 64 worker_connections nginx closes idle kept-alive connections to make room, and a call
+    that picked one up at that moment fails with connection_reset."""
+    import nginx
+    peer = nginx.NginxPeer(server, client_ca_pem)
+    path = os.path.join(peer.dir, "nginx.conf")
+    with open(path) as f:
+        config = f.read()
+    config = config.replace("worker_connections 64;", "worker_connections 4096;").replace(
+        "access_log off;", "access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 600s;")
+    with open(path, "w") as f:
+        f.write(config)
+    return peer

@@ -1,0 +1,196 @@
+"""Load across three instances while identities rotate through random instances: never a wrong or stale certificate.
+
+Each call's presented certificate is checked without any timing assumption: it must be one that was
+current at some moment between the call's start and its end (a linearizability check). An identity's
+certificate F_k became current at the commit of operation k, inside [start_k, end_k], and stopped at the
+commit of operation k+1, so a call [s, e] may present F_k only when [start_k, end_{k+1}] meets [s, e].
+The duration is bounded by counts: CALLS calls and OPERATIONS rotations, whatever the machine's speed.
+"""
+
+import random
+import threading
+import time
+
+import pytest
+import requests
+
+import nginx
+import pki
+import redisserver
+from instances import Instances, identity_body, leaf_sha1, roomy_nginx
+
+CLIENTS, IDENTITIES, CALLS, OPERATIONS = 16, 20, 5000, 100
+# Each rotation is a new context with its own keep-alive pool (up to POOL_SIZE idle connections to the
+# peer): what bounds the file descriptors is the context cache's size. Smaller than the 120 certificates
+# the run uses, so evictions happen, and the bound below is that of the LRU, not of a short run.
+CONTEXT_CACHE = 24
+FD_SLACK = CONTEXT_CACHE * 4 + 32   # dyncert.calls.POOL_SIZE idle connections per context, the emulator's channels
+RSS_SLACK_KIB = 64 * 1024
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")]
+
+
+def url(n):
+    return f"/api/v1/employees/load{n}/addresses/1"
+
+
+class History:
+    """Per identity: [(fingerprint, start of the operation that made it current, end of the next one)]."""
+
+    def __init__(self):
+        self.windows = {}
+
+    def begin(self, n, fingerprint, at):
+        self.windows[n] = [[fingerprint, at, float("inf")]]
+
+    def changed(self, n, fingerprint, started, ended):
+        self.windows[n][-1][2] = ended  # the previous one was current until at most the end of this change
+        self.windows[n].append([fingerprint, started, float("inf")])
+
+    def could_be_current(self, n, fingerprint, started, ended):
+        return any(f == fingerprint and a <= ended and b >= started for f, a, b in self.windows[n])
+
+
+class Load:
+    """CLIENTS threads calling random identities through the instances in turn until CALLS are done."""
+
+    def __init__(self, apps, creds):
+        self.apps, self.creds = apps, creds
+        self.lock = threading.Condition()
+        self.done = 0
+        self.calls, self.errors = [], []
+        self.sha1_of = {c.fingerprint_sha256: leaf_sha1(c) for c in creds}
+        self.samples = {}
+
+    def client(self, seed):
+        rng = random.Random(seed)
+        sessions = [requests.Session() for _ in self.apps]
+        headers = {"Authorization": f"Bearer {self.apps.token}"}
+        turn = seed
+        while True:
+            with self.lock:
+                if self.done >= CALLS:
+                    break
+            n, turn = rng.randrange(IDENTITIES), (turn + 1) % len(self.apps)
+            started = time.monotonic()
+            try:
+                answer = sessions[turn].post(self.apps[turn].base + url(n) + "/request", json={"path": "/"},
+                                             headers=headers, timeout=60)
+                ended = time.monotonic()
+                reply = answer.json()
+                if answer.status_code != 200 or not reply.get("ok") or reply.get("status") != 200:
+                    self.errors.append((n, turn, answer.status_code, answer.text[:300]))
+                else:
+                    import json
+                    seen = json.loads(reply["body"])["fingerprint_sha1"]
+                    self.calls.append((n, started, ended, reply["tls"]["client_fingerprint_sha256"], seen))
+            except (requests.RequestException, ValueError) as e:
+                self.errors.append((n, turn, None, repr(e)))
+            with self.lock:
+                self.done += 1
+                if self.done == CALLS // 5:
+                    self.samples["early"] = [(a.fds(), a.rss_kib()) for a in self.apps]
+                self.lock.notify_all()
+        for s in sessions:
+            s.close()
+
+    def wait_for(self, count):
+        with self.lock:
+            self.lock.wait_for(lambda: self.done >= count)
+
+
+def rotate(apps, history, current, spare, peer, ca, rng, load):
+    """OPERATIONS changes (replace, stage + promote, rollback), each through random instances, paced by calls."""
+    admin = requests.Session()
+    admin.headers["Authorization"] = f"Bearer {apps.token}"
+
+    def call(method, path, body=None, expect=(200,)):
+        answer = admin.request(method, apps[rng.randrange(len(apps))].base + path, json=body, timeout=60)
+        assert answer.status_code in expect, answer.text
+        return answer.json()
+
+    has_previous = set()
+    for op in range(OPERATIONS):
+        load.wait_for(op * CALLS // (OPERATIONS + 1))
+        n = rng.randrange(IDENTITIES)
+        kind = rng.choice(["replace", "promote", "rollback"] if n in has_previous else ["replace", "promote"])
+        started = time.monotonic()
+        if kind == "replace":
+            view = call("PUT", url(n), identity_body(spare.pop(), peer, ca))
+            now = view["fingerprint_sha256"]
+        elif kind == "promote":
+            call("PUT", url(n) + "/next", identity_body(spare.pop(), peer, ca), expect=(200, 201))
+            now = call("POST", url(n) + "/promote")["current"]["fingerprint_sha256"]
+            has_previous.add(n)
+        else:
+            now = call("POST", url(n) + "/rollback")["current"]["fingerprint_sha256"]
+        history.changed(n, now, started, time.monotonic())
+        current[n] = now
+    admin.close()
+
+
+@pytest.fixture(scope="module")
+def world():
+    p = pki.make_pki("load")
+    creds = [pki.client_cert(p.clients_ca, f"load{i}") for i in range(IDENTITIES + OPERATIONS)]
+    with roomy_nginx(pki.server_cert(p.root), p.ca_pem) as peer:
+        yield dict(pki=p, peer=peer, creds=creds)
+
+
+@pytest.mark.parametrize("cache", ["datastore", "redis"])
+def test_rotation_under_load_across_instances_never_presents_a_wrong_or_stale_certificate(
+        cache, emulator, world, tmp_path):
+    if cache == "redis" and not redisserver.available():
+        pytest.skip("redis-server is not installed")
+    emulator.reset()
+    redis = redisserver.RedisServer().start() if cache == "redis" else None
+    try:
+        with Instances(emulator, str(tmp_path), redis_url=redis.url if redis else None,
+                       extra_env={"DYNCERT_CACHE_SIZE": str(CONTEXT_CACHE)}) as apps:
+            run_load(apps, world, redis)
+    finally:
+        if redis:
+            redis.stop()
+
+
+def run_load(apps, world, redis):
+    peer, ca, creds = world["peer"], world["pki"].ca_pem, world["creds"]
+    spare = list(reversed(creds[IDENTITIES:]))
+    history, current = History(), {}
+    admin = requests.Session()
+    admin.headers["Authorization"] = f"Bearer {apps.token}"
+    for n in range(IDENTITIES):
+        started = time.monotonic()
+        assert admin.put(apps[n % 3].base + url(n), json=identity_body(creds[n], peer, ca)).status_code == 201
+        history.begin(n, creds[n].fingerprint_sha256, started)
+        current[n] = creds[n].fingerprint_sha256
+        for app in apps:  # every instance reads every identity once: contexts, pools and cache warm
+            assert admin.post(app.base + url(n) + "/request", json={"path": "/"}).status_code == 200
+    admin.close()
+    load = Load(apps, creds)
+    rng = random.Random(22)
+    clients = [threading.Thread(target=load.client, args=(i,)) for i in range(CLIENTS)]
+    for t in clients:
+        t.start()
+    try:
+        rotate(apps, history, current, spare, peer, ca, rng, load)
+    finally:
+        load.wait_for(CALLS)
+        for t in clients:
+            t.join()
+    late = [(a.fds(), a.rss_kib()) for a in apps]
+
+    assert load.errors == [], load.errors[:5]
+    assert len(load.calls) >= CALLS
+    wrong = [c for c in load.calls if load.sha1_of.get(c[3]) != c[4]]
+    assert wrong == [], f"the peer saw another certificate than the app says it presented: {wrong[:3]}"
+    stale = [c for c in load.calls if not history.could_be_current(c[0], c[3], c[1], c[2])]
+    assert stale == [], f"{len(stale)} calls presented a certificate not current during the call: {stale[:3]}"
+    changes = sum(len(w) - 1 for w in history.windows.values())
+    assert changes == OPERATIONS
+    for (fds0, rss0), (fds1, rss1) in zip(load.samples["early"], late):
+        assert fds1 <= fds0 + FD_SLACK, (fds0, fds1)
+        assert rss1 <= rss0 + RSS_SLACK_KIB, (rss0, rss1)
+    if redis:
+        assert int(redis.info("keyspace_hits")) > 0
+    print(f"\n{len(load.calls)} calls, {changes} changes; (fds, rss KiB) {load.samples['early']} -> {late}")
