@@ -124,7 +124,12 @@ class Instances:
         return RoundRobin(self)
 
     def logs(self):
-        return "\n".join(app.log() for app in self.apps)
+        """Everything the instances logged (gunicorn's and the app's lines, Python warnings)."""
+        text = []
+        for app in self.apps:
+            with open(app.log_path, errors="replace") as f:
+                text.append(f.read())
+        return "\n".join(text)
 
 
 class RoundRobin:

@@ -99,13 +99,19 @@ class Load:
             self.lock.wait_for(lambda: self.done >= count)
 
 
-def rotate(apps, history, current, spare, peer, ca, rng, load):
+class CacheAway(Exception):
+    """A change refused with 503 cache_unavailable (Redis stopped): nothing was changed."""
+
+
+def rotate(apps, history, current, spare, peer, ca, rng, load, refused):
     """OPERATIONS changes (replace, stage + promote, rollback), each through random instances, paced by calls."""
     admin = requests.Session()
     admin.headers["Authorization"] = f"Bearer {apps.token}"
 
     def call(method, path, body=None, expect=(200,)):
         answer = admin.request(method, apps[rng.randrange(len(apps))].base + path, json=body, timeout=60)
+        if answer.status_code == 503 and answer.json()["error"]["code"] == "cache_unavailable":
+            raise CacheAway()
         assert answer.status_code in expect, answer.text
         return answer.json()
 
@@ -115,15 +121,19 @@ def rotate(apps, history, current, spare, peer, ca, rng, load):
         n = rng.randrange(IDENTITIES)
         kind = rng.choice(["replace", "promote", "rollback"] if n in has_previous else ["replace", "promote"])
         started = time.monotonic()
-        if kind == "replace":
-            view = call("PUT", url(n), identity_body(spare.pop(), peer, ca))
-            now = view["fingerprint_sha256"]
-        elif kind == "promote":
-            call("PUT", url(n) + "/next", identity_body(spare.pop(), peer, ca), expect=(200, 201))
-            now = call("POST", url(n) + "/promote")["current"]["fingerprint_sha256"]
-            has_previous.add(n)
-        else:
-            now = call("POST", url(n) + "/rollback")["current"]["fingerprint_sha256"]
+        try:
+            if kind == "replace":
+                view = call("PUT", url(n), identity_body(spare.pop(), peer, ca))
+                now = view["fingerprint_sha256"]
+            elif kind == "promote":
+                call("PUT", url(n) + "/next", identity_body(spare.pop(), peer, ca), expect=(200, 201))
+                now = call("POST", url(n) + "/promote")["current"]["fingerprint_sha256"]
+                has_previous.add(n)
+            else:
+                now = call("POST", url(n) + "/rollback")["current"]["fingerprint_sha256"]
+        except CacheAway:
+            refused.append((op, kind, n))  # checked: the calls go on presenting what was current
+            continue
         history.changed(n, now, started, time.monotonic())
         current[n] = now
     admin.close()
@@ -137,23 +147,32 @@ def world():
         yield dict(pki=p, peer=peer, creds=creds)
 
 
-@pytest.mark.parametrize("cache", ["datastore", "redis"])
+@pytest.mark.parametrize("cache", ["datastore", "redis", "redis_stopped_midway"])
 def test_rotation_under_load_across_instances_never_presents_a_wrong_or_stale_certificate(
         cache, emulator, world, tmp_path):
-    if cache == "redis" and not redisserver.available():
+    """`redis_stopped_midway`: Redis stops after a third of the calls and comes back (empty) after two thirds."""
+    if cache != "datastore" and not redisserver.available():
         pytest.skip("redis-server is not installed")
     emulator.reset()
-    redis = redisserver.RedisServer().start() if cache == "redis" else None
+    redis = redisserver.RedisServer().start() if cache != "datastore" else None
     try:
         with Instances(emulator, str(tmp_path), redis_url=redis.url if redis else None,
                        extra_env={"DYNCERT_CACHE_SIZE": str(CONTEXT_CACHE)}) as apps:
-            run_load(apps, world, redis)
+            run_load(apps, world, redis, outage=cache == "redis_stopped_midway")
     finally:
         if redis:
             redis.stop()
 
 
-def run_load(apps, world, redis):
+def outage(redis, load):
+    """Stop Redis at a third of the calls, start it again at two thirds (counts, not seconds)."""
+    load.wait_for(CALLS // 3)
+    redis.stop()
+    load.wait_for(2 * CALLS // 3)
+    redis.start()
+
+
+def run_load(apps, world, redis, outage=False):
     peer, ca, creds = world["peer"], world["pki"].ca_pem, world["creds"]
     spare = list(reversed(creds[IDENTITIES:]))
     history, current = History(), {}
@@ -170,10 +189,13 @@ def run_load(apps, world, redis):
     load = Load(apps, creds)
     rng = random.Random(22)
     clients = [threading.Thread(target=load.client, args=(i,)) for i in range(CLIENTS)]
+    if outage:
+        clients.append(threading.Thread(target=globals()["outage"], args=(redis, load)))
     for t in clients:
         t.start()
+    refused = []
     try:
-        rotate(apps, history, current, spare, peer, ca, rng, load)
+        rotate(apps, history, current, spare, peer, ca, rng, load, refused)
     finally:
         load.wait_for(CALLS)
         for t in clients:
@@ -187,10 +209,29 @@ def run_load(apps, world, redis):
     stale = [c for c in load.calls if not history.could_be_current(c[0], c[3], c[1], c[2])]
     assert stale == [], f"{len(stale)} calls presented a certificate not current during the call: {stale[:3]}"
     changes = sum(len(w) - 1 for w in history.windows.values())
-    assert changes == OPERATIONS
+    assert changes + len(refused) == OPERATIONS
+    if outage:  # some changes met the outage (refused, nothing changed), the rest went through
+        assert refused and changes >= OPERATIONS // 2, refused
+        assert "Error connecting to global cache" in apps.logs()
+    else:
+        assert refused == []
     for (fds0, rss0), (fds1, rss1) in zip(load.samples["early"], late):
         assert fds1 <= fds0 + FD_SLACK, (fds0, fds1)
         assert rss1 <= rss0 + RSS_SLACK_KIB, (rss0, rss1)
-    if redis:
+    if redis:  # (after an outage: the hits since Redis came back)
         assert int(redis.info("keyspace_hits")) > 0
-    print(f"\n{len(load.calls)} calls, {changes} changes; (fds, rss KiB) {load.samples['early']} -> {late}")
+    print(f"\n{len(load.calls)} calls, {changes} changes, {len(refused)} refused; (fds, rss KiB) {load.samples['early']} -> {late}")
+
+
+def test_the_checker_finds_a_stale_certificate():
+    """The checker's own twin: a call that began after a change ended and presented the old one is caught."""
+    history = History()
+    history.begin(0, "old", 0.0)
+    history.changed(0, "new", 10.0, 11.0)
+    assert history.could_be_current(0, "old", 10.5, 12.0)      # overlapped the change: either is right
+    assert history.could_be_current(0, "new", 10.5, 12.0)
+    assert not history.could_be_current(0, "old", 11.5, 12.0)  # stale
+    assert not history.could_be_current(0, "new", 5.0, 9.0)    # from the future
+    assert not history.could_be_current(0, "other", 0.0, 20.0)  # wrong identity
+    history.changed(0, "old", 20.0, 21.0)  # a rollback: "old" is current again
+    assert history.could_be_current(0, "old", 22.0, 23.0)
