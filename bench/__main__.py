@@ -8,8 +8,9 @@ import ssl
 import sys
 import tempfile
 
-from . import adapters, app, builds, https, memory, paths, peers, pki, report, tickets, timing
+from . import adapters, app, builds, https, instances, memory, paths, peers, pki, report, tickets, timing
 
+GROUPS = ("handshakes", "builds", "https", "adapters", "app", "memory", "tickets", "instances", "peers")
 SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
 
@@ -20,10 +21,13 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, help="rounds per group (default 6, quick 2)")
     parser.add_argument("--duration", type=float, help="seconds per path per round (default 0.5, quick 0.2)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), help="pin the peers to one TLS version")
-    parser.add_argument("--skip", action="append", default=[],
-                        choices=("handshakes", "builds", "https", "adapters", "app", "memory", "tickets"),
+    parser.add_argument("--skip", action="append", default=[], choices=GROUPS,
                         help="leave a group out (repeatable)")
+    parser.add_argument("--only", action="append", default=[], choices=GROUPS,
+                        help="run only this group (repeatable), e.g. --only instances")
     args = parser.parse_args(argv)
+    if args.only:
+        args.skip = [g for g in GROUPS if g not in args.only]
     args.rounds = args.rounds or (2 if args.quick else 6)
     args.duration = args.duration or (0.2 if args.quick else 0.5)
     return args
@@ -76,6 +80,9 @@ def main(argv=None):
                 result["handshakes"] = handshakes(p, peer, args, cold)
             if "app" not in args.skip:
                 result["app"] = app.run(p, peer.port, workdir, args.rounds, 0.6 if args.quick else 1.0, log)
+            if "instances" not in args.skip:
+                result["instances"] = instances.run(p, peer.port, args.rounds, 0.6 if args.quick else 1.0,
+                                                    workdir, log)
         if "builds" not in args.skip:
             result["builds"] = builds.run(p, cold, args.rounds, args.duration, progress=log)
         if "tickets" not in args.skip:
@@ -96,10 +103,13 @@ def main(argv=None):
     result["ratios"] = report.ratios(result.get("handshakes"), result.get("https"), result.get("app"),
                                      result.get("tickets"))
     result["ratios"].update(report.adapter_ratios(result.get("adapters")))
+    if "instances" in result:
+        result["ratios"].update(instances.ratios(result["instances"]))
     result["goals"] = (report.goals(result["ratios"], result.get("app"), result.get("memory"))
-                       + report.adapter_goals(result["ratios"]))
+                       + report.adapter_goals(result["ratios"]) + report.instance_goals(result["ratios"],
+                                                                                          result.get("instances")))
     if args.json:
-        for group in ("handshakes", "https", "tickets", "adapters"):
+        for group in ("handshakes", "https", "tickets", "adapters", "instances"):
             if group in result:
                 result[group]["samples"] = {k: [list(s) for s in v] for k, v in result[group]["samples"].items()}
         result["goals"] = [{"goal": g, "measured": m, "passed": ok} for g, m, ok in result["goals"]]

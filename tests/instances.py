@@ -86,12 +86,13 @@ class AppInstance:
 class Instances:
     """`count` app instances sharing one environment; a context manager that stops them all."""
 
-    def __init__(self, emulator, workdir, count=3, token=None, redis_url=None, threads=8, extra_env=None):
+    def __init__(self, emulator, workdir, count=3, token=None, redis_url=None, threads=8, extra_env=None,
+                 kek_file=None):
         self.token = token or secrets.token_urlsafe(24)
-        kek_dir = os.path.join(workdir, "kek")
+        kek_file = kek_file or os.path.join(workdir, "kek", "kek.bin")
         self.env = dict(os.environ, **emulator.environ(), ADMIN_TOKEN=self.token,
                         # One secret and one KEK for all: App Engine gives every instance the same env.
-                        SESSION_SECRET=secrets.token_urlsafe(32), LOCAL_KEK_FILE=os.path.join(kek_dir, "kek.bin"),
+                        SESSION_SECRET=secrets.token_urlsafe(32), LOCAL_KEK_FILE=kek_file,
                         PYTHONPATH=ROOT, **(extra_env or {}))
         self.env.pop("REDIS_CACHE_URL", None)
         if redis_url:
