@@ -8,7 +8,7 @@ import ssl
 import sys
 import tempfile
 
-from . import adapters, app, builds, https, instances, memory, paths, peers, pki, report, tickets, timing
+from . import adapters, app, builds, https, instances, memory, paths, peerclients, peers, pki, report, tickets, timing
 
 GROUPS = ("handshakes", "builds", "https", "adapters", "app", "memory", "tickets", "instances", "peers")
 SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
@@ -88,13 +88,16 @@ def main(argv=None):
         if "tickets" not in args.skip:
             log("TLS 1.3 servers with and without session tickets")
             result["tickets"] = tickets.run(p, args.rounds, args.duration, log)
-        if "https" not in args.skip or "adapters" not in args.skip:
+        if "https" not in args.skip or "adapters" not in args.skip or "peers" not in args.skip:
             if peers.Nginx.available():
                 with peers.Nginx(p, args.tls) as nginx:
                     if "https" not in args.skip:
                         result["https"] = requests(p, nginx.port, args)
                     if "adapters" not in args.skip:
                         result["adapters"] = adapters.run(p, nginx.port, args, log)
+                    if "peers" not in args.skip:
+                        log("peers: dyncert, requests_pkcs12, google-auth and niquests against the same nginx")
+                        result["peers"] = peerclients.run(p, nginx.port, args.rounds, args.duration, log)
             else:
                 result["notes"].append(f"nginx not found at {peers.NGINX}: HTTPS requests not measured")
         if "memory" not in args.skip:
@@ -105,11 +108,14 @@ def main(argv=None):
     result["ratios"].update(report.adapter_ratios(result.get("adapters")))
     if "instances" in result:
         result["ratios"].update(instances.ratios(result["instances"]))
+    if "peers" in result:
+        result["ratios"].update(peerclients.ratios(result["peers"]))
     result["goals"] = (report.goals(result["ratios"], result.get("app"), result.get("memory"))
                        + report.adapter_goals(result["ratios"]) + report.instance_goals(result["ratios"],
-                                                                                          result.get("instances")))
+                                                                                          result.get("instances"))
+                       + peerclients.goals(result["ratios"]))
     if args.json:
-        for group in ("handshakes", "https", "tickets", "adapters", "instances"):
+        for group in ("handshakes", "https", "tickets", "adapters", "instances", "peers"):
             if group in result:
                 result[group]["samples"] = {k: [list(s) for s in v] for k, v in result[group]["samples"].items()}
         result["goals"] = [{"goal": g, "measured": m, "passed": ok} for g, m, ok in result["goals"]]

@@ -145,7 +145,7 @@ def instances_lines(inst, r):
     if inst.get("redis"):
         reads.append(f"{inst['redis_datastore_reads_per_call']:.3f} with it")
     lines.append("  " + ", ".join(reads))
-    shown = [f"{k} {v:.2f}x" for k, v in r.items() if v is not None and (
+    shown = [f"{k} {v:.2f}x" for k, v in r.items() if isinstance(v, float) and (
         k.startswith("app_vs_library_4_clients_") or k.startswith("cache_vs_") or k.startswith("three_vs_"))]
     lines.append("  " + "; ".join(shown))
     return lines
