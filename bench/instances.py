@@ -16,6 +16,9 @@ from . import timing
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH = app_bench.PATH
 CLIENTS_PER_INSTANCE = 4
+# Cold: more identities than each instance keeps contexts for, called in turn, so (almost) every call
+# builds a context and runs a full handshake, as with 100,000 identities spread over many instances.
+COLD_IDENTITIES, CONTEXTS_KEPT = 48, 8
 
 
 def _harness():
@@ -38,21 +41,34 @@ class _Server:
     call = app_bench.AppServer.call
 
 
-def _store(server, pki, peer_port):
-    status, view = server.call("PUT", PATH, {
-        "cert": pki.client_chain_pem.decode(), "key": pki.client_key_pem.decode(), "ca_certs": pki.ca_pem.decode(),
+def _store(server, chain_pem, key_pem, ca_pem, peer_port, path=PATH):
+    status, view = server.call("PUT", path, {
+        "cert": chain_pem.decode(), "key": key_pem.decode(), "ca_certs": ca_pem.decode(),
         "host": "127.0.0.1", "port": peer_port, "server_hostname": "localhost"})
     if status not in (200, 201):
         raise RuntimeError(f"PUT identity: {status} {view}")
 
 
-def _rate(servers, clients):
-    """A path: `clients` keep-alive clients spread over `servers`, each calling .../handshake."""
+def _cold_path(n):
+    return f"/api/v1/employees/cold{n}/addresses/1"
+
+
+def _rate(servers, clients, paths=(PATH,)):
+    """A path: `clients` keep-alive clients spread over `servers`, each calling .../handshake on `paths` in turn."""
     def factory():
         server = servers[factory.turn % len(servers)]
+        mine = iter(paths[factory.turn % len(paths):] + paths[:factory.turn % len(paths)])
         factory.turn += 1
         conn = server.connection()
-        return lambda: app_bench._ok(server.call("POST", PATH + "/handshake", conn=conn))
+
+        def call():
+            nonlocal mine
+            path = next(mine, None)
+            if path is None:
+                mine = iter(paths)
+                path = next(mine)
+            app_bench._ok(server.call("POST", path + "/handshake", conn=conn))
+        return call
     factory.turn = 0
     return lambda duration: app_bench._concurrent(factory, clients, duration)
 
@@ -106,10 +122,12 @@ def _clusters(workdir, log):
     token, kek = secrets.token_urlsafe(24), os.path.join(workdir, "kek", "kek.bin")  # one identity, sealed once
     stack = contextlib.ExitStack()
     try:
+        small = {"DYNCERT_CACHE_SIZE": str(CONTEXTS_KEPT)}
         clusters = {"datastore": stack.enter_context(instances.Instances(
-            emulator, _dir(workdir, "plain"), token=token, kek_file=kek))}
+            emulator, _dir(workdir, "plain"), token=token, kek_file=kek, extra_env=small))}
         clusters["redis"] = stack.enter_context(instances.Instances(
-            emulator, _dir(workdir, "cached"), token=token, redis_url=redis.url, kek_file=kek)) if redis else None
+            emulator, _dir(workdir, "cached"), token=token, redis_url=redis.url, kek_file=kek,
+            extra_env=small)) if redis else None
         yield emulator, clusters, redis
     finally:
         stack.close()
@@ -131,7 +149,11 @@ def run(pki, peer_port, rounds, duration, workdir, log):
     with _clusters(workdir, log) as (emulator, clusters, redis):
         servers = {name: [_Server(a.port, cluster.token) for a in cluster]
                    for name, cluster in clusters.items() if cluster is not None}
-        _store(servers["datastore"][0], pki, peer_port)
+        _store(servers["datastore"][0], pki.client_chain_pem, pki.client_key_pem, pki.ca_pem, peer_port)
+        from . import pki as bench_pki
+        cold = [_cold_path(n) for n in range(COLD_IDENTITIES)]
+        for path, made in zip(cold, bench_pki.extra_identities(pki.ca, COLD_IDENTITIES)):
+            _store(servers["datastore"][0], made.chain_pem, made.key_pem, pki.ca_pem, peer_port, path)
         identity = pki.identity()
         target = Target("127.0.0.1", peer_port, "localhost")
 
@@ -145,10 +167,19 @@ def run(pki, peer_port, rounds, duration, workdir, log):
         for name, group in servers.items():
             paths[f"{name}_1_instance"] = _rate(group[:1], CLIENTS_PER_INSTANCE)
             paths[f"{name}_3_instances"] = _rate(group, CLIENTS_PER_INSTANCE * len(group))
+            paths[f"{name}_1_instance_cold"] = _rate(group[:1], CLIENTS_PER_INSTANCE, tuple(cold))
         log(f"instances: {', '.join(paths)}")
         samples = timing.alternate(paths, rounds, duration, progress=log)
         result = {"samples": samples, "summary": {k: timing.summarize(v) for k, v in samples.items()},
-                  "clients_per_instance": CLIENTS_PER_INSTANCE, "redis": redis is not None}
+                  "clients_per_instance": CLIENTS_PER_INSTANCE, "redis": redis is not None,
+                  "cold_identities": COLD_IDENTITIES, "contexts_kept": CONTEXTS_KEPT}
+        if redis:  # what a cached identity costs Redis (ndb stores the entity's protobuf)
+            import redis as redis_client
+            client = redis_client.Redis.from_url(redis.url)
+            sizes = [client.memory_usage(k) for k in client.scan_iter(count=100)]
+            result["redis_bytes_per_identity"] = sum(sizes) / len(sizes)
+            result["redis_keys"] = len(sizes)
+            client.close()
         os.environ.update(emulator.environ())
         for name, cluster in clusters.items():
             if cluster is not None:
@@ -170,5 +201,7 @@ def ratios(result):
             "cache_vs_no_cache_1_instance": paired_ratio(s, "redis_1_instance", "datastore_1_instance"),
             "cache_vs_no_cache_3_instances": paired_ratio(s, "redis_3_instances", "datastore_3_instances"),
             "three_vs_one_instance_cache": paired_ratio(s, "redis_3_instances", "redis_1_instance"),
+            "cold_vs_hot_cache": paired_ratio(s, "redis_1_instance_cold", "redis_1_instance"),
         })
+    out["cold_vs_hot_no_cache"] = paired_ratio(s, "datastore_1_instance_cold", "datastore_1_instance")
     return out

@@ -123,6 +123,8 @@ INSTANCE_ROWS = (
     ("redis_1_instance", "1 instance, 4 clients, Redis global cache"),
     ("datastore_3_instances", "3 instances, 12 clients, Datastore reads"),
     ("redis_3_instances", "3 instances, 12 clients, Redis global cache"),
+    ("datastore_1_instance_cold", "1 instance, 4 clients, cold identities, Datastore"),
+    ("redis_1_instance_cold", "1 instance, 4 clients, cold identities, Redis cache"),
 )
 
 
@@ -145,6 +147,11 @@ def instances_lines(inst, r):
     if inst.get("redis"):
         reads.append(f"{inst['redis_datastore_reads_per_call']:.3f} with it")
     lines.append("  " + ", ".join(reads))
+    if inst.get("redis_keys"):
+        lines.append(f"  Redis: {inst['redis_keys']} cached identities, {inst['redis_bytes_per_identity']:.0f} bytes each "
+                     "(MEMORY USAGE)")
+    lines.append(f"  cold: {inst['cold_identities']} identities called in turn, {inst['contexts_kept']} contexts kept "
+                 "per instance (DYNCERT_CACHE_SIZE): a context build and a full handshake per call")
     shown = [f"{k} {v:.2f}x" for k, v in r.items() if isinstance(v, float) and (
         k.startswith("app_vs_library_4_clients_") or k.startswith("cache_vs_") or k.startswith("three_vs_"))]
     lines.append("  " + "; ".join(shown))
