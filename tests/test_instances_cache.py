@@ -28,13 +28,24 @@ def world():
         yield dict(pki=p, peer=peer, **creds)
 
 
-@pytest.fixture
-def apps(emulator, tmp_path):
-    emulator.reset()
+@pytest.fixture(scope="module")
+def cluster(emulator, tmp_path_factory):
+    """Three instances on one Redis, started once for the module (each test leaves Redis running)."""
     with redisserver.RedisServer() as redis:
-        with Instances(emulator, str(tmp_path), redis_url=redis.url) as apps:
+        with Instances(emulator, str(tmp_path_factory.mktemp("instances-cache")), redis_url=redis.url) as apps:
             apps.redis = redis
             yield apps
+
+
+@pytest.fixture
+def apps(cluster, emulator):
+    emulator.reset()
+    if cluster.redis.process is None:
+        cluster.redis.start()
+    cluster.redis.flush()
+    yield cluster
+    if cluster.redis.process is None:
+        cluster.redis.start()
 
 
 @pytest.fixture
