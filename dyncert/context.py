@@ -28,7 +28,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import der, pbe
+from . import der, pbe, reuse
 from .errors import InputError
 from .identity import ClientIdentity, PemText, parse_ca_bundle
 
@@ -526,6 +526,7 @@ class ContextCache:
                 return ctx
             self.misses += 1
         ctx = client_context(identity, ca_certs, version)
+        dropped = []
         with self._lock:
             existing = self._entries.get(key)
             if existing is not None:  # another thread built it meanwhile: everyone shares one
@@ -534,8 +535,10 @@ class ContextCache:
             if self.maxsize > 0:
                 self._entries[key] = ctx
                 while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
+                    dropped.append(self._entries.popitem(last=False)[1])
                     self.evictions += 1
+        for old in dropped:  # its kept-alive connections close now, not never (reuse.release)
+            reuse.release(old)
         return ctx
 
     def stats(self) -> dict[str, int]:
@@ -547,8 +550,11 @@ class ContextCache:
     def clear(self) -> None:
         """Drop every entry and reset the counters."""
         with self._lock:
+            dropped = list(self._entries.values())
             self._entries.clear()
             self.hits = self.misses = self.evictions = 0
+        for old in dropped:
+            reuse.release(old)
 
 
 _default_cache: ContextCache | None = None

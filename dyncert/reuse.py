@@ -27,6 +27,7 @@ class _Reuse:
         self.lock = threading.Lock()
         self.sessions: collections.OrderedDict[Hashable, ssl.SSLSession] = collections.OrderedDict()
         self.pools: collections.OrderedDict[Hashable, object] = collections.OrderedDict()
+        self.released = False  # the context cache dropped this context: keep nothing more on it
 
 
 def _of(context: ssl.SSLContext) -> _Reuse:
@@ -73,6 +74,8 @@ def remember(context: ssl.SSLContext, peer: Hashable, sock: ssl.SSLSocket,
         return False
     state = _of(context)
     with state.lock:
+        if state.released:
+            return False
         _put(state.sessions, peer, current)
     return True
 
@@ -83,6 +86,8 @@ def pool(context: ssl.SSLContext, peer: Hashable, make: Callable[[], _Pool]) -> 
         return None
     state = _of(context)
     with state.lock:
+        if state.released:
+            return None  # the caller uses a pool of its own for this call and closes it
         found = state.pools.get(peer)
         if found is not None:
             state.pools.move_to_end(peer)
@@ -90,3 +95,21 @@ def pool(context: ssl.SSLContext, peer: Hashable, make: Callable[[], _Pool]) -> 
         made = make()
         _put(state.pools, peer, made)
         return made
+
+
+def release(context: ssl.SSLContext) -> None:
+    """Close the pools and forget the sessions kept on `context`, which its cache has dropped.
+
+    They must go now: a session and a pooled socket each point back at their context, so the
+    context would never be freed while they live, and each dropped identity would keep its
+    connections open for good. A thread still calling with the context gets one-off connections.
+    """
+    state = _of(context)  # made if need be: a context dropped before its first call stays released too
+    with state.lock:
+        state.released = True
+        pools = list(state.pools.values())
+        state.pools.clear()
+        state.sessions.clear()
+    for dropped in pools:
+        if hasattr(dropped, "close"):
+            dropped.close()
