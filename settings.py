@@ -41,6 +41,8 @@ class Settings:
     connect_timeout: float = 5.0
     io_timeout: float = 10.0
     call_deadline: float = 30.0
+    redis_cache_url: str = ""  # unset: no global cache (every entity read goes to Datastore)
+    redis_timeout: float = 0.5
 
 
 def from_environ(environ=None, **overrides):
@@ -63,6 +65,10 @@ def from_environ(environ=None, **overrides):
         io_timeout=float(env.get("IO_TIMEOUT", "10")),
         # No outbound call lasts longer, however slowly the peer sends (each read has io_timeout too).
         call_deadline=float(env.get("CALL_DEADLINE", "30")),
+        # ndb's global cache on Redis (Memorystore): identities read from it, not from Datastore, on every call.
+        redis_cache_url=env.get("REDIS_CACHE_URL", ""),
+        # A Redis that stops answering must cost a call this long at most, not redis-py's 5 s default.
+        redis_timeout=float(env.get("REDIS_TIMEOUT", "0.5")),
     )
     secret = env.get("SESSION_SECRET")
     if secret:

@@ -548,6 +548,7 @@ class ContextCache:
                 return ctx
             self.misses += 1
         ctx = client_context(identity, ca_certs, version)
+        dropped = []
         with self._lock:
             existing = self._entries.get(key)
             if existing is not None:  # another thread built it meanwhile: everyone shares one

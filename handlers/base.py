@@ -74,6 +74,12 @@ def storage_error_types():
     return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
 
 
+def cache_error_types():
+    """Exception types that mean the Redis global cache could not be reached (only set with REDIS_CACHE_URL)."""
+    import redis
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
 class HttpError(NamedTuple):
     """How an error is answered: status, API.md code, message."""
 
@@ -83,6 +89,8 @@ class HttpError(NamedTuple):
 
 
 STORAGE_DOWN = "Datastore is not reachable right now; retry in a few seconds."
+CACHE_DOWN = ("The identity cache (Redis) is not reachable, so nothing was changed; "
+              "retry in a few seconds.")
 
 # The one table from error to HTTP status and code (API.md), first match wins; a code of None is the
 # error's own. RecordTampered before UnsealError (its base): reported, never used, a replacement repairs it.
@@ -98,6 +106,7 @@ ERROR_TABLE = (
     (sealing.UnsealError, 500, "key_unavailable"),
     (sealing.SealingUnavailable, 503, "sealing_unavailable"),
     (storage_error_types(), 503, "storage_unavailable"),
+    (cache_error_types(), 503, "cache_unavailable"),  # ndb could not lock the cached copy first: nothing written
 )
 
 
@@ -111,6 +120,8 @@ def http_error(error):
             status = status(error) if callable(status) else status
             if code == "storage_unavailable":
                 return HttpError(status, code, STORAGE_DOWN)
+            if code == "cache_unavailable":
+                return HttpError(status, code, CACHE_DOWN)
             if isinstance(error, UnicodeDecodeError):  # its str() quotes the sender's bytes
                 return HttpError(status, code, NOT_UTF8)
             return HttpError(status, code or error.code, getattr(error, "message", None) or str(error))
@@ -146,8 +157,8 @@ class BaseHandler(webapp2.RequestHandler):
                 raise
             if answer.code == "record_tampered":
                 log.error("sealed record refused: %s", self.request.path)
-            elif answer.code == "storage_unavailable":
-                log.warning("storage unavailable: %s", type(e).__name__)
+            elif answer.code in ("storage_unavailable", "cache_unavailable"):
+                log.warning("%s: %s", answer.code.replace("_", " "), type(e).__name__)
                 self.response.headers["Retry-After"] = "5"
             return self.error_response(*answer)
 
