@@ -56,7 +56,7 @@ def check_text_encoding(request):
         return
     if request.charset != "UTF-8":  # WebOb's own reading of the header (it refuses any other with a 500)
         raise ApiError(400, "invalid_request", "Forms must be sent as UTF-8 (charset=utf-8, or no charset).")
-    if request.content_type == FORM_TYPES[0] and (request.content_length or 0) <= MAX_BODY_BYTES:
+    if request.content_type == FORM_TYPES[0]:  # main.py's middleware has already capped the body
         if not _utf8(urllib.parse.unquote_to_bytes(request.body.replace(b"+", b" "))):
             raise ApiError(400, "invalid_request", "The form holds bytes that are not UTF-8.")
 
