@@ -8,7 +8,7 @@ import drafts
 import outbound
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
-from handlers.admin.explain import EXPLANATIONS
+from handlers.admin.explain import explain
 from handlers.admin.forms import (
     FORM_ORDER, MAX_FORM_BYTES, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
     upload_form)
@@ -173,11 +173,9 @@ class Detail(AdminHandler):
     @staticmethod
     def failure(error, ca_certs=None, settings=None):
         """The failure panel: what happened and what to check, naming what this identity trusts."""
-        what, check = EXPLANATIONS.get(error.code, ("The call failed.", "Read the message above."))
-        if error.code == "unknown_ca":
-            own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
-            check = check.format(trusts=trusted_by(own, settings) if settings else "the trusted CAs",
-                                 or_ca_file="" if own else ", or add that CA to CA_FILE for every identity")
+        own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
+        what, check = explain(error.code, trusted_by(own, settings) if settings else "the trusted CAs", own) or (
+            "The call failed.", "Read the message above.")
         # A more precise check when the library knows it (e.g. internal_error: the client chain's depth).
         return {"code": error.code, "message": error.message, "what": what,
                 "check": getattr(error, "hint", None) or check}
