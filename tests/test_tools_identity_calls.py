@@ -39,7 +39,8 @@ def test_request_and_next_request(served, settings, admin):  # noqa: F811
                       "-H", "X-Test: 1", "--body", "hello")
         assert current.returncode == 0, current.stderr
         reply = json.loads(current.stdout)
-        assert reply["status"] == 200 and json.loads(reply["body"])["fingerprint_sha256"] == W["current"].fingerprint_sha256
+        assert reply["status"] == 200
+        assert json.loads(reply["body"])["fingerprint_sha256"] == W["current"].fingerprint_sha256
         nxt = cli(served, token, "next", "asalieri", "1", "--request", "--path", "/cli")
         assert nxt.returncode == 0, nxt.stderr
         assert json.loads(json.loads(nxt.stdout)["body"])["fingerprint_sha256"] == W["next"].fingerprint_sha256
