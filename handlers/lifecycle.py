@@ -4,6 +4,7 @@ import outbound
 from handlers.api import ApiHandler, actor
 from handlers.calls import CallHandler, echo_param, request_params
 from models import schema
+from models.entities import Conflict
 from models.lifecycle import create_csr, get_csr, get_next, history, promote, remove_next, rollback, stage_next
 from models.store import get_record, load_next, stored_identity
 
@@ -66,6 +67,8 @@ class NextCall(LifecycleHandler, CallHandler):
 class NextRequest(NextCall):
     """POST .../next/request: like .../request, with the next identity."""
 
+    body_fields = schema.REQUEST
+
     def post(self, employee, address):
         method, path, headers, payload = request_params(self.json_body())
         self.write_json(outbound.request(self.staged(employee, address), self.settings, method, path, headers,
@@ -74,6 +77,8 @@ class NextRequest(NextCall):
 
 class NextEcho(NextCall):
     """POST .../next/echo: like .../echo, with the next identity."""
+
+    body_fields = schema.ECHO
 
     def post(self, employee, address):
         send = echo_param(self.json_body())
