@@ -4,9 +4,8 @@ import outbound
 from handlers.api import ApiHandler, actor
 from handlers.calls import CallHandler, echo_param, request_params
 from models import schema
-from models.entities import Conflict
 from models.lifecycle import create_csr, get_csr, get_next, history, promote, remove_next, rollback, stage_next
-from models.store import get_record, load_next, stored_identity
+from models.store import load_next, load_staged
 
 
 class LifecycleHandler(ApiHandler):
@@ -58,11 +57,7 @@ class NextCall(LifecycleHandler, CallHandler):
     """A call with the next identity: 409 no_next without one, remote failures 502/504 as for the current."""
 
     def staged(self, employee, address):
-        entity = get_record(employee, address)
-        if entity.next is None:
-            raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
-        return stored_identity(entity, entity.next, self.settings)
-
+        return load_staged(employee, address, self.settings)
 
 class NextRequest(NextCall):
     """POST .../next/request: like .../request, with the next identity."""

@@ -14,7 +14,7 @@ from dyncert.identity import ClientIdentity
 from models.binding import new_slot, reseal_legacy, unseal_slot
 from models.body import Upload, parse_upload
 from models.entities import (
-    Address, NotFound, address_key, copy_slot, ensure_employee, has_current, new_event, save_with_event)
+    Address, Conflict, NotFound, address_key, copy_slot, ensure_employee, has_current, new_event, save_with_event)
 from models.views import public_view
 
 
@@ -100,6 +100,14 @@ def load_next(employee, address, settings):
     entity = get_record(employee, address)
     if entity.next is None:
         raise NotFound(f"No next identity is staged for {employee}/{address}.")
+    return stored_identity(entity, entity.next, settings)
+
+
+def load_staged(employee, address, settings):
+    """The next identity for a call with it (next/request, next/echo): Conflict no_next without one."""
+    entity = get_record(employee, address)
+    if entity.next is None:
+        raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
     return stored_identity(entity, entity.next, settings)
 
 
