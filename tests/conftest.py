@@ -122,7 +122,7 @@ def expiring_and_expired(admin, upload, settings):
     import datetime
 
     import models
-    from pki import pem_pair
+    from tests.harness.pki import pem_pair
     now = datetime.datetime.now(datetime.timezone.utc)
     cert, key = pem_pair(now - datetime.timedelta(days=80), now + datetime.timedelta(days=10, hours=1))
     admin.put_json("/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)

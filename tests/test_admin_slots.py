@@ -5,9 +5,9 @@ and staging an identity made elsewhere as next through the upload form.
 
 import pytest
 
-import pki
+from tests.harness import pki
 from conftest import token_of
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 from test_lifecycle import sign_csr
 
 API = "/api/v1/employees/asalieri/addresses/2"

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-import pki
+from tests.harness import pki
 from conftest import ADMIN_TOKEN
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 from test_browser import DESKTOP, browser, live_server, page, shot, sign_in  # noqa: F401 - fixtures
 from test_lifecycle import sign_csr
 

@@ -9,9 +9,9 @@ import pytest
 import webtest
 
 import main
-import nginx
-import pki
-from peers import PythonTLSPeer, refused_port
+from tests.harness import nginx
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer, refused_port
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 

@@ -220,7 +220,7 @@ def test_make_run_demo_test_connection_in_the_browser(browser, tmp_path):
     """After `make run`: Test connection on the seeded asalieri/1, and the request shows the peer's JSON."""
     import json
 
-    from makerun import make_run
+    from tests.harness.makerun import make_run
 
     with make_run(tmp_path, "demo-browser-token") as run:
         context = browser.new_context(viewport=DESKTOP, base_url=run.base)

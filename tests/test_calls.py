@@ -12,7 +12,7 @@ from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import InputError, RemoteError
 from dyncert.identity import ClientIdentity
-from tests import peers, pki
+from tests.harness import peers, pki
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 TLS_FIELDS = {"tls_version", "cipher", "peer", "server_hostname", "hostname_verified",

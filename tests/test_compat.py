@@ -9,7 +9,7 @@ import pytest
 
 from dyncert import compat
 from dyncert.errors import CertificateError, InputError
-from tests import peers, pki
+from tests.harness import peers, pki
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from dyncert import compat
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import peers, pki
+from tests.harness import peers, pki
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from dyncert import context
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki
+from tests.harness import interop_pki
 from tests.test_context import Server, force_tier, identity_from, talk
 
 UTC = datetime.timezone.utc

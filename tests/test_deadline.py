@@ -16,10 +16,10 @@ import pytest
 import webtest
 
 import main
-import pki
+from tests.harness import pki
 import settings as settings_module
-from loopback import LoopbackTLSServer
-from peers import describe_peer_cert
+from tests.harness.loopback import LoopbackTLSServer
+from tests.harness.peers import describe_peer_cert
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 STEPS, STEP = 20, 0.05  # the peers dribble for STEPS * STEP = 1 s in all

@@ -16,9 +16,9 @@ from google.cloud import ndb
 
 import main
 import models
-import pki
+from tests.harness import pki
 from devserver.emulator import Emulator
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 

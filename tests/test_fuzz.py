@@ -622,8 +622,8 @@ def answer_code(response):
 @pytest.mark.parametrize("template,handler", [(r.template, r.handler) for r in routes.ROUTES],
                          ids=[r.template for r in routes.ROUTES])
 def test_every_route_answers_a_documented_code(app, settings, material, template, handler):
-    from browser import signed_in
-    from peers import refused_port
+    from tests.harness.browser import signed_in
+    from tests.harness.peers import refused_port
     codes = documented_codes()
     bearer = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {settings.admin_token}"})
     bearer.put(BASE, json.dumps(dict(material["upload"], host="127.0.0.1", server_hostname="localhost",

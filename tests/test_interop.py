@@ -2,7 +2,7 @@
 
 Servers (started once for the module, side by side): nginx, apache2, haproxy, stunnel4 (Debian),
 Node.js and Java JSSE where installed (skipped with the reason otherwise). Each requires a client
-certificate under the clients' root CA and reports which certificate it saw (tests/interop_servers.py).
+certificate under the clients' root CA and reports which certificate it saw (tests/harness/interop_servers.py).
 A positive cell proves the server saw *this* identity's certificate; the negative twins run on the
 same servers: a server certificate we do not trust (unknown_ca), a wrong name (hostname_mismatch),
 a client certificate from a CA the server does not trust, and an expired one (peer_rejected_certificate).
@@ -23,11 +23,11 @@ import shutil
 
 import pytest
 
-import nginx
+from tests.harness import nginx
 from dyncert import calls, context, targets
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki, interop_servers, pki
+from tests.harness import interop_pki, interop_servers, pki
 
 TIMEOUTS = calls.Timeouts(connect=5, handshake=10, read=10)
 

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dyncert import pbe
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki
-from tests.pki import pem_block
-from tests.interop_pki import PASSWORD, openssl
+from tests.harness import interop_pki
+from tests.harness.pki import pem_block
+from tests.harness.interop_pki import PASSWORD, openssl
 
 CAP = pbe.MAX_ITERATIONS
 URL = "/api/v1/employees/kdf/addresses/1"

@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from google.cloud import datastore as raw_datastore
 
-import pki
-from peers import PythonTLSPeer
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 

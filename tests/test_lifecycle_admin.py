@@ -7,9 +7,9 @@ import json
 import pytest
 from cryptography import x509
 
-import pki
+from tests.harness import pki
 from conftest import token_of
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 from test_lifecycle import sign_csr
 
 API = "/api/v1/employees/asalieri/addresses/1"

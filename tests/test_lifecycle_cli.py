@@ -2,8 +2,8 @@
 
 import json
 
-import pki
-from peers import PythonTLSPeer
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
 from test_lifecycle import sign_csr
 from test_tools_identity import cli, served  # noqa: F401 - the fixture is used by name
 

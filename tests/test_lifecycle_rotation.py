@@ -13,9 +13,9 @@ import pytest
 from google.cloud import ndb
 
 import models
-import nginx
+from tests.harness import nginx
 import outbound
-import pki
+from tests.harness import pki
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.cloud import datastore as raw_datastore
 
 import main
-import pki
+from tests.harness import pki
 from conftest import ADMIN_TOKEN
 from dyncert import csr
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 from test_lifecycle import sign_csr
 from test_lifecycle_admin import token_of
 from test_secrets import Scanner, scan_temp, secret_lines

@@ -9,8 +9,8 @@ import webtest
 
 import applog
 import main
-import pki
-from peers import PythonTLSPeer
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
 from test_secrets import Scanner, secret_lines
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"

@@ -9,14 +9,14 @@ import struct
 
 import pytest
 
-import pki
-import servers
+from tests.harness import pki
+from tests.harness import servers
 from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from loopback import LoopbackTLSServer
-from peers import OpenSSLServer, PythonTLSPeer
+from tests.harness.loopback import LoopbackTLSServer
+from tests.harness.peers import OpenSSLServer, PythonTLSPeer
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-import pki
-from loopback import LoopbackTLSServer
+from tests.harness import pki
+from tests.harness.loopback import LoopbackTLSServer
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 

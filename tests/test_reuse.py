@@ -5,12 +5,12 @@ import ssl
 
 import pytest
 
-import pki
+from tests.harness import pki
 from dyncert import calls, reuse
 from dyncert.context import client_context
 from dyncert.identity import ClientIdentity
 from dyncert.targets import Target
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 

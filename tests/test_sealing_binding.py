@@ -9,9 +9,9 @@ from google.cloud import datastore as raw_datastore
 from google.cloud import ndb
 
 import models
-import pki
+from tests.harness import pki
 import sealing
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 

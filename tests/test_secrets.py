@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from google.cloud import datastore as raw_datastore
 
 import main
-import pki
+from tests.harness import pki
 from dyncert import context
 from dyncert.identity import ClientIdentity
 from handlers import auth, base, routes
-from browser import page_token, signed_in
-from peers import PythonTLSPeer
+from tests.harness.browser import page_token, signed_in
+from tests.harness.peers import PythonTLSPeer
 
 KEY_PASSWORD = "k3y-pa55word-never-shown-1"
 P12_PASSWORD = "p12-pa55word-never-shown-2"

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-import pki
+from . import pki
 
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel")
 APACHE = shutil.which("apache2") or ("/usr/sbin/apache2" if os.path.exists("/usr/sbin/apache2") else None)

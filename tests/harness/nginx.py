@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-import pki
+from . import pki
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from cryptography import x509
 from dyncert.identity import display_name
 
-from tests import pki
+from . import pki
 
 MAX_LINE = 64 * 1024
 MODES = ("https", "echo", "reset", "silent", "garbage")
@@ -66,7 +66,7 @@ class _WhoAmI(BaseHTTPRequestHandler):
 class PythonTLSPeer:
     """Threaded loopback ssl server.
 
-    server: tests.pki.Credentials presented by the peer (not needed for reset/silent/garbage).
+    server: tests.harness.pki.Credentials presented by the peer (not needed for reset/silent/garbage).
     client_ca_pem: when given, a client certificate under it is required (CERT_REQUIRED).
     mode: 'https' (JSON who-am-i), 'echo' (line echo), 'reset' (RST after the ClientHello),
           'silent' (accepts TCP, never answers), 'garbage' (answers with non-TLS bytes).

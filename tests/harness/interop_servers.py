@@ -2,8 +2,8 @@
 
 apache2, haproxy and stunnel4 from Debian; Node.js (`https`, i.e. tls.Server with requestCert and
 rejectUnauthorized) and Java (JSSE, a single-file source run by `java File.java`) where present.
-nginx comes from tests/nginx.py. Each server listens on 127.0.0.1, presents `server` (a
-tests.pki.Credentials with an EC key) and trusts client certificates under `client_ca_pem`.
+nginx comes from tests/harness/nginx.py. Each server listens on 127.0.0.1, presents `server` (a
+tests.harness.pki.Credentials with an EC key) and trusts client certificates under `client_ca_pem`.
 
 What each reports (the body, or a header, of a GET /):
   apache2  X-Client-Sha1: sha1 of SSL_CLIENT_CERT (the leaf's PEM text, as mod_ssl writes it)
@@ -23,7 +23,7 @@ import time
 
 from cryptography.hazmat.primitives import serialization
 
-from tests import pki
+from . import pki
 
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"

@@ -3,9 +3,9 @@
 import hashlib
 import ssl
 
-import nginx
+from . import nginx
 from dyncert.identity import ClientIdentity
-from tests import peers, pki
+from . import peers, pki
 
 
 class Identity:
