@@ -89,7 +89,7 @@ def main(argv=None):
                     if "adapters" not in args.skip:
                         result["adapters"] = adapters.run(p, nginx.port, args, log)
             else:
-                result["notes"].append(f"nginx not found at {peers.NGINX}: HTTPS requests not measured")
+                result["notes"].append(f"nginx not found at {peers.nginx.NGINX}: HTTPS requests not measured")
         if "memory" not in args.skip:
             log("memory, in a fresh interpreter")
             result["memory"] = memory.run(count=1000, default_count=200, bundle_count=10 if args.quick else 20)

@@ -108,7 +108,7 @@ def upload(demo_pki):
 def demo_peer(demo_pki):
     """The demo mTLS peer of `make run` on free loopback ports: (https_port, echo_port)."""
     from devserver import demo_peer as peer
-    from devserver.emulator import free_port
+    from tests.harness.ports import free_port
     servers = peer.serve(demo_pki, free_port(), free_port())
     yield tuple(s.server_address[1] for s in servers)
     for server in servers:

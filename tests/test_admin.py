@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from conftest import ADMIN_TOKEN
 from tests.harness.pki import pem_block, pem_pair
-from devserver.emulator import free_port
+from tests.harness.ports import free_port
 from handlers import admin as admin_pages
 from handlers import auth
 

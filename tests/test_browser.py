@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from conftest import ADMIN_TOKEN, ARTIFACTS, read
-from devserver.emulator import free_port
+from tests.harness.ports import free_port
 
 pytestmark = pytest.mark.browser
 

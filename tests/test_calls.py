@@ -12,7 +12,7 @@ from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import InputError, RemoteError
 from dyncert.identity import ClientIdentity
-from tests.harness import peers, pki
+from tests.harness import peers, pki, ports
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 TLS_FIELDS = {"tls_version", "cipher", "peer", "server_hostname", "hostname_verified",
@@ -195,7 +195,7 @@ def test_protocol_version(world, kind, pinned, code):
 
 
 def test_connection_refused(world):
-    t = targets.validate_target("127.0.0.1", peers.refused_port(), "localhost")
+    t = targets.validate_target("127.0.0.1", ports.refused_port(), "localhost")
     assert call_error(calls.handshake, ctx(world.client, world.ours.ca_pem), t, "fp", timeouts=FAST) \
         == "connection_refused"
 
@@ -285,7 +285,7 @@ def test_https_request_head(world):
 
 @pytest.mark.parametrize("method, path", [("TRACE", "/"), ("get", "/"), ("GET", "relative"), ("GET", "")])
 def test_https_request_refuses_bad_method_or_path(world, method, path):
-    t = targets.validate_target("127.0.0.1", peers.refused_port())
+    t = targets.validate_target("127.0.0.1", ports.refused_port())
     with pytest.raises(InputError) as e:
         calls.https_request(ctx(world.client, world.ours.ca_pem), t, "fp", method=method, path=path)
     assert e.value.code == "invalid_request"

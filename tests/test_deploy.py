@@ -21,7 +21,8 @@ import trustme
 from google.cloud import ndb
 
 import models
-from devserver.emulator import EmulatorMissing, emulator_command, free_port, sdk_root
+from devserver.emulator import EmulatorMissing, emulator_command, sdk_root
+from tests.harness.ports import free_port
 from handlers.routes import ROUTES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

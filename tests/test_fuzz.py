@@ -623,7 +623,7 @@ def answer_code(response):
                          ids=[r.template for r in routes.ROUTES])
 def test_every_route_answers_a_documented_code(app, settings, material, template, handler):
     from tests.harness.browser import signed_in
-    from tests.harness.peers import refused_port
+    from tests.harness.ports import refused_port
     codes = documented_codes()
     bearer = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {settings.admin_token}"})
     bearer.put(BASE, json.dumps(dict(material["upload"], host="127.0.0.1", server_hostname="localhost",

@@ -2,7 +2,7 @@
 
 Servers (started once for the module, side by side): nginx, apache2, haproxy, stunnel4 (Debian),
 Node.js and Java JSSE where installed (skipped with the reason otherwise). Each requires a client
-certificate under the clients' root CA and reports which certificate it saw (tests/harness/interop_servers.py).
+certificate under the clients' root CA and reports which certificate it saw (tests/harness/servers.py).
 A positive cell proves the server saw *this* identity's certificate; the negative twins run on the
 same servers: a server certificate we do not trust (unknown_ca), a wrong name (hostname_mismatch),
 a client certificate from a CA the server does not trust, and an expired one (peer_rejected_certificate).
@@ -27,7 +27,8 @@ from tests.harness import nginx
 from dyncert import calls, context, targets
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from tests.harness import interop_pki, interop_servers, pki
+from tests.harness import interop_pki, pki
+from tests.harness import servers as partners
 
 TIMEOUTS = calls.Timeouts(connect=5, handshake=10, read=10)
 
@@ -100,7 +101,7 @@ def servers(world):
     out = {}
     with contextlib.ExitStack() as stack:
         for name in SERVERS[1:]:
-            cls = interop_servers.SERVERS[name]
+            cls = partners.SERVERS[name]
             out[name] = cls.available() or cls(world.server, world.client_root.cert_pem).start()
             if not isinstance(out[name], str):
                 stack.callback(out[name].stop)
@@ -109,7 +110,7 @@ def servers(world):
         else:
             out["nginx"] = f"nginx: not installed at {nginx.NGINX}"
         for name, server in list(out.items()):
-            if isinstance(server, interop_servers.Server):
+            if isinstance(server, partners.ServerProcess):
                 out[name] = _ready(server, world, stack)
         yield out
 
@@ -120,7 +121,7 @@ def _ready(server, world, stack):
         return server.ready()
     except RuntimeError as first:
         if server.name == "java":  # e.g. a JRE without the jdk.compiler module the source launcher needs
-            return f"java did not start within {interop_servers.START_TIMEOUT} s: {first}"
+            return f"java did not start within {partners.START_TIMEOUT} s: {first}"
     again = type(server)(world.server, world.client_root.cert_pem).start()
     stack.callback(again.stop)
     return again.ready()  # a server that is installed but will not start fails the module, loudly

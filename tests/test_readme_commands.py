@@ -15,7 +15,7 @@ import pytest
 
 from conftest import read
 from devserver import demo_peer as peer_module
-from devserver.emulator import free_port
+from tests.harness.ports import free_port
 from test_tools_identity import served  # noqa: F401  (the app over real HTTP)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

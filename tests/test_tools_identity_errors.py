@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from devserver.emulator import free_port
+from tests.harness.ports import free_port
 from test_tools_identity import cli, served  # noqa: F401  (the app over real HTTP)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

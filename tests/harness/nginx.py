@@ -1,4 +1,4 @@
-"""nginx (Debian's package) on a free loopback port with `ssl_verify_client on`, for tests.
+"""nginx (Debian's package) on a free loopback port with `ssl_verify_client on`, for tests and the benchmark.
 
 It answers every request with the client certificate's subject DN and SHA-1 fingerprint
 (nginx's `$ssl_client_fingerprint` is SHA-1), so a test proves which certificate was presented.
@@ -7,31 +7,30 @@ It answers every request with the client certificate's subject DN and SHA-1 fing
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import tempfile
-import time
 
-from . import pki
+from .ports import free_port
+from .process import ServerProcess
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PROTOCOLS = {None: "TLSv1.2 TLSv1.3", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
 CONFIG = """
 worker_processes 1;
 daemon off;
 master_process off;
 pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
+error_log {dir}/error.log {log_level};
+events {{ worker_connections 256; }}
 http {{
   access_log off;
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
   uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  keepalive_requests 100000;
   server {{
     listen 127.0.0.1:{port} ssl;
-    ssl_certificate {dir}/server.pem;
-    ssl_certificate_key {dir}/server-key.pem;
-    ssl_client_certificate {dir}/client-ca.pem;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_client_certificate {client_ca};
     ssl_verify_client on;
     ssl_verify_depth 5;
     ssl_protocols {protocols};
@@ -44,51 +43,35 @@ http {{
 """
 
 
+def config(directory, port, cert, key, client_ca, tls=None, log_level="info"):
+    """The nginx.conf text: files by path, `tls` None (1.2 and 1.3), '1.2' or '1.3'; logs in `directory`."""
+    return CONFIG.format(dir=directory, port=port, cert=cert, key=key, client_ca=client_ca,
+                         protocols=PROTOCOLS[tls], log_level=log_level)
+
+
 def available():
     """True when an nginx binary is installed."""
     return os.path.exists(NGINX)
 
 
-class NginxPeer:
+class NginxPeer(ServerProcess):
     """nginx requiring a client certificate under `client_ca_pem`, presenting `server`."""
 
-    def __init__(self, server, client_ca_pem, protocols="TLSv1.2 TLSv1.3"):
-        self.host = "127.0.0.1"
-        self.dir = tempfile.mkdtemp(prefix="nginx-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        pki.write_files(self.dir, server)
-        pki.write_pem(self.dir, "client-ca.pem", client_ca_pem)
-        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
-            f.write(CONFIG.format(dir=self.dir, port=self.port, protocols=protocols))
-        self.process = None
+    name = "nginx"
+    binary = NGINX
+    stop_signal = signal.SIGQUIT  # graceful: nginx's own way
 
-    def __enter__(self):
-        self.process = subprocess.Popen([NGINX, "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("nginx exited at start: " + self.error_log())
-            with socket.socket() as s:
-                if s.connect_ex((self.host, self.port)) == 0:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError("nginx did not listen: " + self.error_log())
+    def __init__(self, server, client_ca_pem, tls=None):
+        super().__init__(server, client_ca_pem)
+        self.tls = tls
+        self.log_path = os.path.join(self.dir, "error.log")
 
-    def __exit__(self, *exc):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def command(self):
+        self.port = free_port()
+        conf = self.write("nginx.conf", config(self.dir, self.port, self.cert, self.key, self.client_ca, self.tls),
+                          0o644)
+        return [NGINX, "-p", self.dir, "-c", conf]
 
     def error_log(self):
-        try:
-            with open(os.path.join(self.dir, "error.log")) as f:
-                return f.read()[-2000:]
-        except OSError:
-            return ""
+        """The end of nginx's error log."""
+        return self.log()[-2000:]

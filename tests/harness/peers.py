@@ -5,22 +5,18 @@ Both are context managers listening on a free 127.0.0.1 port (`.host`, `.port`).
 
 import hashlib
 import json
-import os
 import select
-import shutil
+import signal
 import socket
 import ssl
 import struct
-import subprocess
-import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler
 
 from cryptography import x509
 from dyncert.identity import display_name
 
-from . import pki
+from .process import ServerProcess
 
 MAX_LINE = 64 * 1024
 MODES = ("https", "echo", "reset", "silent", "garbage")
@@ -183,65 +179,34 @@ class PythonTLSPeer:
         conn.close()
 
 
-class OpenSSLServer:
+class OpenSSLServer(ServerProcess):
     """`openssl s_server` on 127.0.0.1 (port picked by the OS) requiring a client certificate.
 
     mode: 'www' (answers GET with a status page) or 'rev' (sends each line back reversed).
     tls: None (1.2 or 1.3), '1.2' or '1.3'. client_ca_pem None: no client certificate requested.
     """
 
+    name = "s_server"
+    stop_signal = signal.SIGKILL
+
     def __init__(self, server, client_ca_pem=None, mode="www", tls=None, num_tickets=None):
-        self.host = "127.0.0.1"
-        self.port = None
-        self._dir = tempfile.mkdtemp(prefix="peer-")
-        cert, key = pki.write_files(self._dir, server)
-        self.args = ["openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key,
+        super().__init__(server, client_ca_pem)
+        self.args = ["openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", self.cert, "-key", self.key,
                      "-" + mode]
-        if client_ca_pem is not None:
-            ca = pki.write_pem(self._dir, "client-ca.pem", client_ca_pem)
+        if self.client_ca is not None:
             # -Verify: a client certificate is required; depth 5 admits intermediates.
-            self.args += ["-CAfile", ca, "-Verify", "5", "-verify_return_error"]
+            self.args += ["-CAfile", self.client_ca, "-Verify", "5", "-verify_return_error"]
         if tls is not None:
             self.args.append({"1.2": "-tls1_2", "1.3": "-tls1_3"}[tls])
         if num_tickets is not None:
             self.args += ["-num_tickets", str(num_tickets)]
-        self.log_path = os.path.join(self._dir, "s_server.log")
-        self._proc = None
 
-    def __enter__(self):
-        with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while self.port is None:  # s_server prints "ACCEPT 127.0.0.1:PORT" once it listens
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"openssl s_server did not start: {self.log()}")
-            for line in self.log().splitlines():
-                if line.startswith("ACCEPT "):
-                    self.port = int(line.rsplit(":", 1)[1])
-            time.sleep(0.02)
-        socket.create_connection((self.host, self.port), timeout=5).close()  # really accepting
-        return self
+    def command(self):
+        return self.args
 
-    def __exit__(self, *exc):
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def log(self):
-        """What s_server printed so far."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-
-def refused_port():
-    """A loopback port with nothing listening (bound then closed)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    def printed_port(self):
+        """s_server prints "ACCEPT 127.0.0.1:PORT" once it listens."""
+        for line in self.log().splitlines():
+            if line.startswith("ACCEPT "):
+                return int(line.rsplit(":", 1)[1])
+        return None
