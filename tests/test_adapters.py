@@ -15,7 +15,8 @@ from dyncert.requests import ClientCertAdapter, dyncert_error
 from tests.harness import peers
 from tests.harness.adapterworld import World, url
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not installed"), pytest.mark.interop,
+              pytest.mark.interp]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ and staging an identity made elsewhere as next through the upload form.
 import pytest
 
 from tests.harness import pki
-from conftest import token_of
+from tests.harness.app import token_of
 from tests.harness.peers import PythonTLSPeer
-from test_lifecycle import sign_csr
+from tests.harness.pki import sign_csr
 
 API = "/api/v1/employees/asalieri/addresses/2"
 PAGE = "/admin/employees/asalieri/addresses/2"

@@ -149,6 +149,7 @@ def test_rotation_takes_effect_on_the_very_next_call(admin, world):
     assert second == world["other_client"].fingerprint_sha256
 
 
+@pytest.mark.interop
 @pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
 @pytest.mark.parametrize("tls", ["1.2", None])
 def test_nginx_names_the_presented_certificate(admin, world, tls):

@@ -11,6 +11,8 @@ from dyncert import compat
 from dyncert.errors import CertificateError, InputError
 from tests.harness import peers, pki
 
+pytestmark = pytest.mark.interp
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):

@@ -14,6 +14,8 @@ from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
 from tests.harness import peers, pki
 
+pytestmark = pytest.mark.interp
+
 
 @pytest.fixture(scope="module")
 def world():

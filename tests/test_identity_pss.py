@@ -10,6 +10,8 @@ from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
 from tests.harness import interop_pki, peers, pki
 
+pytestmark = pytest.mark.interp
+
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 ENCODINGS = ("pkcs8", "pkcs8-enc", "p12")
 

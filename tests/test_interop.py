@@ -30,6 +30,8 @@ from dyncert.identity import ClientIdentity
 from tests.harness import interop_pki, pki
 from tests.harness import servers as partners
 
+pytestmark = pytest.mark.interop
+
 TIMEOUTS = calls.Timeouts(connect=5, handshake=10, read=10)
 
 # name: (key kind, encoding, intermediates). Every key type in its common encodings, chains of 0-2.
@@ -53,6 +55,10 @@ IDENTITIES = {
     "pkcs12-openssl-legacy-p384-2": ("p384", "p12-openssl-legacy", 2),
 }
 SERVERS = ("nginx", "apache2", "haproxy", "stunnel4", "node", "java")
+# The slice that also runs on 3.11 and 3.12 (`interp`): every identity and every twin through the memfd and
+# sealed temp-file tiers, against a server that reports the certificate (nginx) and one that refuses by alert.
+INTERP_SLICE = ("nginx", "haproxy")
+SERVER_PARAMS = [pytest.param(n, marks=pytest.mark.interp) if n in INTERP_SLICE else n for n in SERVERS]
 
 # Documented exclusions: (server, key kind) -> why the cell cannot pass whatever the client does.
 # None with the versions here (Debian 12's nginx 1.22, Apache 2.4, HAProxy 2.6, stunnel 5.68 on OpenSSL 3,
@@ -95,20 +101,23 @@ def _expired(issuer):
     return ClientIdentity.from_pem(made.chain_pem, made.key_pem, check_validity=False)
 
 
+def selected(request):
+    """The servers the selected tests of this module call (a `-m interp` run starts only its slice)."""
+    return {item.callspec.params["name"] for item in request.session.items
+            if item.module is request.module and hasattr(item, "callspec") and "name" in item.callspec.params}
+
+
 @pytest.fixture(scope="module")
-def servers(world):
-    """Every available server, started side by side; name -> server, or name -> skip reason."""
+def servers(world, request):
+    """Every available server the selected tests need, started side by side; name -> server, or name -> skip reason."""
     out = {}
+    wanted = selected(request)
     with contextlib.ExitStack() as stack:
-        for name in SERVERS[1:]:
-            cls = partners.SERVERS[name]
+        for name in (n for n in SERVERS if n in wanted):
+            cls = nginx.NginxPeer if name == "nginx" else partners.SERVERS[name]
             out[name] = cls.available() or cls(world.server, world.client_root.cert_pem).start()
             if not isinstance(out[name], str):
                 stack.callback(out[name].stop)
-        if nginx.available():
-            out["nginx"] = stack.enter_context(nginx.NginxPeer(world.server, world.client_root.cert_pem))
-        else:
-            out["nginx"] = f"nginx: not installed at {nginx.NGINX}"
         for name, server in list(out.items()):
             if isinstance(server, partners.ServerProcess):
                 out[name] = _ready(server, world, stack)
@@ -173,7 +182,7 @@ def expected(name, upload):
 
 
 @pytest.mark.parametrize("identity", IDENTITIES)
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_server_saw_the_identity(world, servers, name, identity):
     server = running(servers, name)
     kind = IDENTITIES[identity][0]
@@ -200,7 +209,7 @@ def handshake_error(server, ident, world, ca_pem=None, name="localhost"):
     return None
 
 
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_server_certificate_from_a_ca_we_do_not_trust(world, servers, name):
     server = running(servers, name)
     ident = world.identities["p256-pkcs8-2"]
@@ -208,7 +217,7 @@ def test_server_certificate_from_a_ca_we_do_not_trust(world, servers, name):
     assert handshake_error(server, ident, world) is None  # the twin: the right CA, the same server
 
 
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_server_certificate_for_another_name(world, servers, name):
     server = running(servers, name)
     ident = world.identities["rsa-pkcs8-1"]
@@ -217,7 +226,7 @@ def test_server_certificate_for_another_name(world, servers, name):
 
 
 @pytest.mark.parametrize("who", ["foreign", "expired"])
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_client_certificate_the_server_does_not_accept(world, servers, name, who):
     server = running(servers, name)
     ident = getattr(world, who)

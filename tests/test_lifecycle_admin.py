@@ -8,9 +8,9 @@ import pytest
 from cryptography import x509
 
 from tests.harness import pki
-from conftest import token_of
+from tests.harness.app import token_of
 from tests.harness.peers import PythonTLSPeer
-from test_lifecycle import sign_csr
+from tests.harness.pki import sign_csr
 
 API = "/api/v1/employees/asalieri/addresses/1"
 PAGE = "/admin/employees/asalieri/addresses/1"

@@ -19,7 +19,7 @@ from tests.harness import pki
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not installed"), pytest.mark.interop]
 
 
 @pytest.fixture(scope="module")

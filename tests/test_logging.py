@@ -11,7 +11,7 @@ import applog
 import main
 from tests.harness import pki
 from tests.harness.peers import PythonTLSPeer
-from test_secrets import Scanner, secret_lines
+from tests.harness.leaks import Scanner, secret_lines
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"
 BASE = "/api/v1/employees/asalieri/addresses/{}"

@@ -13,10 +13,9 @@ import sys
 
 import pytest
 
-from conftest import read
+from tests.harness.app import read
 from devserver import demo_peer as peer_module
 from tests.harness.ports import free_port
-from test_tools_identity import served  # noqa: F401  (the app over real HTTP)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")

@@ -19,7 +19,8 @@ from tests.harness import nginx
 from dyncert import cached_client_context, client_context
 from tests.harness.adapterworld import World, url
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not installed"), pytest.mark.interop,
+              pytest.mark.interp]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ def store(admin, world, port, creds=None):
 
 # --- 12.3: a rejection seen on the write of the request is still a rejection ----------------
 
+@pytest.mark.interop
 @pytest.mark.skipif(servers.Stunnel.available() is not None, reason="stunnel4 is not installed")
 def test_stunnel_tls13_rejection_is_exact_100_of_100(world):
     # A 60 KB body: stunnel has refused us and closed by the time the later records go out, so
@@ -200,6 +201,7 @@ def test_request_to_the_demo_echo_port_is_invalid_response(admin, demo_peer, upl
 
 # --- 12.5: Apache's SSLVerifyDepth 1 and a chain with an intermediate ------------------------
 
+@pytest.mark.interop
 @pytest.mark.skipif(servers.Apache.available() is not None, reason="apache2 is not installed")
 @pytest.mark.parametrize("tls", ["1.2", "1.3"])
 @pytest.mark.parametrize("depth", [1, 2])

@@ -49,3 +49,26 @@ class LoopbackTLSServer:
     def serve(self, conn):
         """Handle one accepted TCP connection (subclasses)."""
         raise NotImplementedError
+
+
+class CountingListener:
+    """A loopback TCP port that counts connections and closes each at once."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self):
+        self.sock.close()
