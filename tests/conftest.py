@@ -98,6 +98,13 @@ def signed_in(app):
 
 
 @pytest.fixture(scope="session")
+def run_pki():
+    """The run's test PKI (tests.harness.pki.RunPKI): our CA tree, a stranger's, server certificates; made once."""
+    from tests.harness.pki import RunPKI
+    return RunPKI()
+
+
+@pytest.fixture(scope="session")
 def demo_pki(tmp_path_factory):
     """The demo PKI of `make run` (CA, peer chain, client chain with an intermediate), made once."""
     from devserver import demo_pki as pki

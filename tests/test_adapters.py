@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not ins
 
 
 @pytest.fixture(scope="module")
-def world():
-    return World()
+def world(run_pki):
+    return World(run_pki)
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ PAGE = "/admin/employees/asalieri/addresses/2"
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki("admin slots")
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
                 second=pki.client_cert(p.clients_ca, "second"))
 
 

@@ -18,11 +18,11 @@ BASE = "/api/v1/employees/asalieri/addresses/1"
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """A PKI for peers and clients, a client identity it trusts, and one it does not."""
-    p = pki.make_pki()
-    stranger = pki.make_pki("stranger")
-    return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "asalieri"),
+    p = run_pki.ours
+    stranger = run_pki.stranger
+    return dict(pki=p, server=run_pki.server, client=pki.client_cert(p.clients_ca, "asalieri"),
                 other_client=pki.client_cert(p.clients_ca, "bob"),
                 stranger_client=pki.client_cert(stranger.clients_ca, "mallory"), stranger_ca=stranger.ca_pem)
 

@@ -20,9 +20,9 @@ TLS_FIELDS = {"tls_version", "cipher", "peer", "server_hostname", "hostname_veri
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """Our PKI (server + client chain with intermediate), a stranger PKI, identities made from both."""
-    ours, stranger = pki.make_pki("ours"), pki.make_pki("stranger")
+    ours, stranger = run_pki.ours, run_pki.stranger
     client = pki.client_cert(ours.clients_ca)
     rsa_client = pki.client_cert(ours.clients_ca, "rsa-client", key_type=pki.RSA)
     foreign = pki.client_cert(stranger.clients_ca, "foreigner")
@@ -32,7 +32,7 @@ def world():
         pass
     w = World()
     w.ours, w.stranger = ours, stranger
-    w.server = pki.server_cert(ours.root)
+    w.server = run_pki.server
     w.localhost_only = pki.server_cert(ours.root, "localhost")
     w.expired_server = pki.expired(ours.root, pki.server_cert)
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -27,9 +27,9 @@ SHORT, LONG = 0.3, 20.0  # CALL_DEADLINE below and well above that
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "asalieri"))
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, client=pki.client_cert(p.clients_ca, "asalieri"))
 
 
 class DripPeer(LoopbackTLSServer):

@@ -11,8 +11,9 @@ Calls go through dyncert.calls, as the app makes them: https_request where the s
 it saw, echo through stunnel (its backend cannot see the certificate; its log names the subject),
 handshake (which waits for the server's verdict) for the rejections.
 
-No `slow` marker on purpose: the whole module takes a few seconds, so `make test` runs it under
-3.11 (memfd tier) and under the Cloud CLI's 3.12 (no memfd: the sealed temp-file tier).
+Marked `interop` (`make test-fast` leaves it out). `make test` runs the whole matrix on 3.13 and its
+`interp` slice (every identity and twin against nginx and haproxy) on 3.11 (memfd tier) and on the Cloud
+CLI's 3.12 (no memfd: the sealed temp-file tier); only the servers the selected tests call are started.
 """
 
 import contextlib

@@ -17,10 +17,10 @@ URL = "/api/v1/employees/asalieri/addresses/1"
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """A PKI whose intermediate signs CSRs, a server under it, and two ordinary client identities."""
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
                 second=pki.client_cert(p.clients_ca, "second"))
 
 

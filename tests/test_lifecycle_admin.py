@@ -17,9 +17,9 @@ PAGE = "/admin/employees/asalieri/addresses/1"
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki("admin lifecycle")
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
                 second=pki.client_cert(p.clients_ca, "second"))
 
 

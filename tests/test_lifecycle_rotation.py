@@ -23,11 +23,11 @@ pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not ins
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki("rotation")
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
                 second=pki.client_cert(p.clients_ca, "second"),
-                stranger=pki.client_cert(pki.make_pki("stranger").clients_ca, "mallory"))
+                stranger=pki.client_cert(run_pki.stranger.clients_ca, "mallory"))
 
 
 def sha1(cert_pem):

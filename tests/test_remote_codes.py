@@ -23,13 +23,13 @@ FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 
 
 @pytest.fixture(scope="module")
-def world():
-    ours, stranger = pki.make_pki("ours"), pki.make_pki("stranger")
+def world(run_pki):
+    ours, stranger = run_pki.ours, run_pki.stranger
     good = pki.client_cert(ours.clients_ca, "asalieri")
     bad = pki.client_cert(stranger.clients_ca, "mallory")
     now = datetime.datetime.now(datetime.timezone.utc)
     return dict(
-        pki=ours, server=pki.server_cert(ours.root), good=good, bad=bad,
+        pki=ours, server=run_pki.server, good=good, bad=bad,
         expired_server=pki.expired(ours.root, pki.server_cert),
         future_server=pki.server_cert(ours.root, not_before=now + datetime.timedelta(days=2),
                                       not_after=now + datetime.timedelta(days=60)),

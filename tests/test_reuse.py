@@ -16,9 +16,9 @@ FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root),
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server,
                 alice=pki.client_cert(p.clients_ca, "alice"), bob=pki.client_cert(p.clients_ca, "bob"))
 
 

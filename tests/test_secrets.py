@@ -43,11 +43,11 @@ def sealed_file_activity():
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """Client keys made in memory for this module only (never written anywhere by the tests)."""
-    p = pki.make_pki("secrets")
+    p = run_pki.ours
     clients = [pki.client_cert(p.clients_ca, f"secret{i}") for i in range(3)]
-    return dict(pki=p, server=pki.server_cert(p.root), clients=clients)
+    return dict(pki=p, server=run_pki.server, clients=clients)
 
 
 def test_no_key_material_in_responses_logs_pages_or_temp_files(datastore, settings, world, caplog):

@@ -5,17 +5,15 @@ Both are context managers listening on a free 127.0.0.1 port (`.host`, `.port`).
 
 import hashlib
 import json
-import select
 import signal
 import socket
-import ssl
 import struct
-import threading
 from http.server import BaseHTTPRequestHandler
 
 from cryptography import x509
 from dyncert.identity import display_name
 
+from .loopback import LoopbackTLSServer
 from .process import ServerProcess
 
 MAX_LINE = 64 * 1024
@@ -59,7 +57,7 @@ class _WhoAmI(BaseHTTPRequestHandler):
         pass
 
 
-class PythonTLSPeer:
+class PythonTLSPeer(LoopbackTLSServer):
     """Threaded loopback ssl server.
 
     server: tests.harness.pki.Credentials presented by the peer (not needed for reset/silent/garbage).
@@ -72,77 +70,29 @@ class PythonTLSPeer:
     def __init__(self, server=None, client_ca_pem=None, mode="https", min_version=None, max_version=None,
                  num_tickets=None, host="127.0.0.1"):
         assert mode in MODES, mode
-        self.mode, self.host = mode, host
-        self.context = None
-        if mode in ("https", "echo"):
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            server.leaf.configure_cert(ctx)
-            if client_ca_pem is not None:
-                ctx.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            if min_version is not None:
-                ctx.minimum_version = min_version
-            if max_version is not None:
-                ctx.maximum_version = max_version
-            if num_tickets is not None:
-                ctx.num_tickets = num_tickets
-            self.context = ctx
+        self.mode = mode
+        tls = mode in ("https", "echo")
+        super().__init__(server if tls else None, [client_ca_pem] if tls and client_ca_pem is not None else (),
+                         threaded=True, host=host, min_version=min_version, max_version=max_version,
+                         num_tickets=num_tickets)
         self.client_cert_seen = None   # the last client certificate presented: {'subject', 'fingerprint_sha256'}
         self.errors = []               # handshake/server errors, as strings
-        self.accepted = 0
-        self._conns, self._lock = [], threading.Lock()
-        self._stop = threading.Event()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, 0))
-        self._listener.listen(16)
-        self.port = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
-    # -- lifecycle --
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._listener.close()
-        with self._lock:
-            for conn in self._conns:
-                try:
-                    conn.close()
-                except OSError:
-                    pass
-
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._listener], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            with self._lock:
-                self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    @property
+    def accepted(self):
+        """TCP connections accepted so far."""
+        return self.connections
 
     # -- per connection --
 
-    def _serve(self, conn):
+    def serve(self, conn):
         try:
             getattr(self, "_serve_" + self.mode)(conn)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
             self.errors.append(f"{type(e).__name__}: {e}")
 
     def _handshake(self, conn):
-        tls = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        with self._lock:
-            self._conns.append(tls)
+        tls = self.track(self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False))
         tls.settimeout(30)
         tls.do_handshake()
         seen = describe_peer_cert(tls)
@@ -171,7 +121,7 @@ class PythonTLSPeer:
         conn.close()
 
     def _serve_silent(self, conn):
-        self._stop.wait()
+        self.stop.wait()
 
     def _serve_garbage(self, conn):
         conn.recv(4096)

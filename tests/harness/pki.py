@@ -147,3 +147,16 @@ def sign_csr(ca, csr_pem, days=30):
         builder = builder.add_extension(ext.value, ext.critical)
     cert = builder.sign(ca_key, hashes.SHA256())
     return cert.public_bytes(serialization.Encoding.PEM).decode() + ca.cert_pem.bytes().decode()
+
+
+class RunPKI:
+    """The run's PKI (one per session): our root with its client intermediate, a stranger's, a server under each.
+
+    Modules issue their own client identities from it (fresh keys per module: no cache shared by accident).
+    """
+
+    def __init__(self):
+        self.ours, self.stranger = make_pki("ours"), make_pki("stranger")
+        self.server = server_cert(self.ours.root)
+        self.localhost_only = server_cert(self.ours.root, "localhost")
+        self.stranger_server = server_cert(self.stranger.root)

@@ -4,10 +4,11 @@ import hashlib
 import queue
 import socket
 import ssl
-import threading
 
 from dyncert import context
 from dyncert.identity import ClientIdentity
+
+from .loopback import LoopbackTLSServer
 
 
 def identity_from(leaf):
@@ -15,52 +16,35 @@ def identity_from(leaf):
     return ClientIdentity.from_pem(b"".join(p.bytes() for p in leaf.cert_chain_pems), leaf.private_key_pem.bytes())
 
 
-class Server:
-    """TLS server on 127.0.0.1 in a thread; records the client's certificate fingerprint or the error."""
+class Server(LoopbackTLSServer):
+    """A TLS server on 127.0.0.1 requiring a client certificate under `client_ca` (trustme CAs), serving at once.
+
+    Each connection gets "hello" and the fingerprint of the client's certificate (or the error) is recorded.
+    """
 
     def __init__(self, server_ca, client_ca, minimum=None, maximum=None):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        client_ca.configure_trust(self.ctx)
-        server_ca.issue_cert("localhost", "127.0.0.1").configure_cert(self.ctx)
-        if minimum:
-            self.ctx.minimum_version = minimum
-        if maximum:
-            self.ctx.maximum_version = maximum
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(10)
-        self.port = self.sock.getsockname()[1]
+        super().__init__(server_ca.issue_cert("localhost", "127.0.0.1"), [client_ca.cert_pem.bytes()],
+                         min_version=minimum or None, max_version=maximum or None)
         self.results = queue.Queue()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.__enter__()
 
-    def _serve(self):
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                with self.ctx.wrap_socket(raw, server_side=True) as tls:
-                    der = tls.getpeercert(binary_form=True)
-                    tls.sendall(b"hello\n")
-                    self.results.put(hashlib.sha256(der).hexdigest())
-            except (OSError, ssl.SSLError) as e:
-                self.results.put(e)
-            finally:
-                raw.close()
+    def serve(self, raw):
+        try:
+            with self.ctx.wrap_socket(raw, server_side=True) as tls:
+                der = tls.getpeercert(binary_form=True)
+                tls.sendall(b"hello\n")
+                self.results.put(hashlib.sha256(der).hexdigest())
+        except (OSError, ssl.SSLError) as e:
+            self.results.put(e)
+        finally:
+            raw.close()
 
     def result(self):
         """What the server saw for the last connection."""
         return self.results.get(timeout=10)
 
     def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux; close() alone does not
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(timeout=10)
+        self.__exit__()
 
 
 def talk(ctx, port, hostname="localhost"):
