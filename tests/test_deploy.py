@@ -26,6 +26,8 @@ from tests.harness.deploy import (GOOD_KMS, MUST_UPLOAD, PARSE_CONFIG, PARSE_HAN
 from tests.harness.ports import free_port
 from handlers.routes import ROUTES
 
+pytestmark = pytest.mark.slow  # each test runs gcloud's parsers or the preflight in a fresh interpreter
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from tests.harness.deploy import GOOD_KMS, MUST_UPLOAD, assert_refused, preflight, uploads, write
 
+pytestmark = pytest.mark.slow  # each test runs the preflight or gcloud's upload listing in a fresh interpreter
+
 
 def test_the_package_build_file_and_local_venvs_are_not_uploaded(repo):
     for name in (".venv313/lib/site.py", ".mypy_cache/3.11/x.json", "build/lib/dyncert/x.py",

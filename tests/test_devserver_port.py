@@ -12,6 +12,8 @@ import pytest
 from devserver import run
 from tests.harness.ports import free_port
 
+pytestmark = pytest.mark.slow  # starts make run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -146,6 +146,7 @@ def test_the_extractor_sees_commands_and_skips_output():
     assert blocks == ["make run\nmake test"]
 
 
+@pytest.mark.slow  # `make -n` of every target the README names
 def test_inline_make_commands_are_real_targets():
     """`make ...` written inline in the README: each is a target make knows (checked as `make -n`)."""
     with open(README) as f:

@@ -1,20 +1,13 @@
 """One live app (gunicorn on the test emulator) and one headless Debian chromium per run, for the browser tests."""
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 from .app import ADMIN_TOKEN, ARTIFACTS, ROOT, artifact
-from .ports import free_port
-
+from .appserver import Gunicorn, app_environ
 
 CHROMIUM = "/usr/bin/chromium"
-
-
 SHOTS = os.path.join(ARTIFACTS, "screenshots")
 README_SHOTS = os.path.join(ROOT, "docs", "screenshots")  # the README's pictures, rewritten by every run
 DESKTOP = {"width": 1280, "height": 900}
@@ -23,37 +16,17 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture(scope="session")
 def live_server(emulator, tmp_path_factory):
-    """The app under gunicorn on a free loopback port, against the test emulator."""
-    port = free_port()
-    logs = tmp_path_factory.mktemp("gunicorn")
-    env = dict(os.environ, **emulator.environ(), ADMIN_TOKEN=ADMIN_TOKEN, PYTHONUNBUFFERED="1",
-               LOCAL_KEK_FILE=str(logs / "kek.bin"))
+    """The app under gunicorn on a free loopback port, against the test emulator: its base URL."""
+    env = app_environ(emulator.environ(), ADMIN_TOKEN, tmp_path_factory.mktemp("gunicorn") / "kek.bin")
     log_path = artifact("browser-gunicorn.log")
-    log = open(log_path, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--workers", "1",
-                                "--threads", "4", "main:app"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                if response.read() == b"ok":
-                    break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.close()
-                pytest.fail(f"gunicorn did not start (see {log_path})")
-            time.sleep(0.1)
-    yield base
-    process.terminate()
+    if os.path.exists(log_path):
+        os.remove(log_path)
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+        server = Gunicorn(env, log_path, threads=4).__enter__()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield server.base
+    server.__exit__()
 
 
 @pytest.fixture(scope="session")
