@@ -23,9 +23,13 @@ MARK_BY_FIXTURE = {"emulator": "emulator", "browser": "browser"}
 def pytest_collection_modifyitems(config, items):
     """Mark each test that uses the emulator or the browser, whether directly or through another fixture.
 
+    The browser tests run last: Playwright's sync API leaves its event loop set as the thread's running
+    loop while the session's browser is open, so a later `asyncio.run()` in the same process would fail.
     Under pytest-xdist (`--dist loadgroup`), a module's tests stay on one worker (its module-scoped servers
-    start once) and every browser test goes to the same worker (one gunicorn and one chromium).
+    start once) and every browser test goes to the same worker (one gunicorn and one chromium), as the
+    last group handed out.
     """
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))  # stable: order kept otherwise
     for item in items:
         for fixture, marker in MARK_BY_FIXTURE.items():
             if fixture in getattr(item, "fixturenames", ()):
