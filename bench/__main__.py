@@ -103,7 +103,7 @@ def main(argv=None):
                         log("peers: dyncert, requests_pkcs12, google-auth and niquests against the same nginx")
                         result["peers"] = peerclients.run(p, nginx.port, args.rounds, args.duration, log)
             else:
-                result["notes"].append(f"nginx not found at {peers.NGINX}: HTTPS requests not measured")
+                result["notes"].append(f"nginx not found at {peers.nginx.NGINX}: HTTPS requests not measured")
         if "memory" not in args.skip:
             log("memory, in a fresh interpreter")
             result["memory"] = memory.run(count=1000, default_count=200, bundle_count=10 if args.quick else 20)

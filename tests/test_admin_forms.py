@@ -8,9 +8,9 @@ from google.cloud import ndb
 import drafts
 import main
 import settings as settings_module
-from conftest import ADMIN_TOKEN, admin_client
-from test_admin import (KEY_PASSWORD, csrf, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob, post_upload,
-                        stored)
+from tests.harness.app import ADMIN_TOKEN, admin_client
+from tests.harness.forms import (KEY_PASSWORD, csrf, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob,
+                                 post_upload, stored)
 
 BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml"}  # signed in by admin_client (pages ignore Bearer)
 

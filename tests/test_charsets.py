@@ -10,7 +10,7 @@ import re
 import pytest
 import webtest
 
-from conftest import admin_client
+from tests.harness.app import admin_client
 from dyncert import csr
 from dyncert.errors import InputError
 from handlers import routes

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-import nginx
-import pki
+from tests.harness import nginx
+from tests.harness import pki
 from dyncert import calls, context, reuse
 from dyncert.identity import ClientIdentity
 from dyncert.targets import Target

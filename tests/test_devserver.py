@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from makerun import make_run
+from tests.harness.makerun import make_run
 
 
 def listening(port):

@@ -23,10 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import dh, ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from google.cloud import datastore as raw_datastore
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import given, strategies as st
 
 import main
 from handlers import auth, routes
+from tests.harness.profiles import fuzz_settings
+
+pytestmark = pytest.mark.fuzz
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 PASSWORD = "fuzz-right-password-7"
@@ -44,12 +47,6 @@ DOCUMENTED = INPUT_CODES | REMOTE_CODES | {"too_large", "not_found", "unauthenti
                                            "rate_limited"}
 
 CASES = {}  # test name -> examples run (printed at the end of the module)
-
-
-def _settings(n):
-    return hsettings(max_examples=n, deadline=None, database=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                            HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
 def count(name):
@@ -320,7 +317,7 @@ def test_put_with_odd_fields_answers_a_code_and_changes_nothing(admin, material)
     db, state = seeded(admin, material)
     box = {"state": state}
 
-    @_settings(400)
+    @fuzz_settings(400)
     @given(body=bad_bodies(material))
     def run(body):
         count("put_fields")
@@ -346,7 +343,7 @@ def test_put_with_random_bytes_and_malformed_json(admin, material):
 
     box = {"state": state}
 
-    @_settings(250)
+    @fuzz_settings(250)
     @given(body=raw)
     def run(body):
         count("put_raw")
@@ -373,7 +370,7 @@ def test_bad_employee_and_address_ids(admin, material):
     ids = st.tuples(st.one_of(segment, st.just("asalieri")), st.one_of(segment, st.just("1")))
     box = {"state": state}
 
-    @_settings(150)
+    @fuzz_settings(150)
     @given(ids=ids, verb=st.sampled_from(["PUT", "GET", "DELETE", "POST-handshake", "POST-request", "POST-echo"]))
     def run(ids, verb):
         count("ids")
@@ -453,7 +450,7 @@ def test_call_endpoints_with_odd_bodies(call_targets, material, settings):
         st.tuples(st.just("echo"), st.just(2), st.one_of(raw, echo_bodies().map(lambda v: json.dumps(v).encode()))),
     )
 
-    @_settings(250)
+    @fuzz_settings(250)
     @given(case=bodies)
     def run(case):
         count("calls")
@@ -497,7 +494,7 @@ def test_upload_form_with_odd_fields(admin, material):
     box = {"state": state}
     fields, files = form_values(material)
 
-    @_settings(200)
+    @fuzz_settings(200)
     @given(values=fields, uploads=files)
     def run(values, uploads):
         count("form")
@@ -624,8 +621,8 @@ def answer_code(response):
 @pytest.mark.parametrize("template,handler", [(r.template, r.handler) for r in routes.ROUTES],
                          ids=[r.template for r in routes.ROUTES])
 def test_every_route_answers_a_documented_code(app, settings, material, template, handler):
-    from browser import signed_in
-    from peers import refused_port
+    from tests.harness.browser import signed_in
+    from tests.harness.ports import refused_port
     codes = documented_codes()
     bearer = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {settings.admin_token}"})
     bearer.put(BASE, json.dumps(dict(material["upload"], host="127.0.0.1", server_hostname="localhost",
@@ -636,7 +633,7 @@ def test_every_route_answers_a_documented_code(app, settings, material, template
     box["session"] = browser.cookies[auth.SESSION_COOKIE]
     on_gae = main.create_app(dataclasses.replace(settings, on_app_engine=True, allow_local_kek_on_app_engine=True))
 
-    @_settings(40)
+    @fuzz_settings(40)
     @given(case=route_requests(template, handler, token))
     def run(case):
         count("routes")

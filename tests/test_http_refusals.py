@@ -18,12 +18,12 @@ import ssl
 
 import pytest
 
-import pki
+from tests.harness import pki
 from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from tests.refusing_peers import (
+from tests.harness.refusing_peers import (
     ApacheOptional, ApacheOptionalNoCa, ApacheOptionalSaysSo, ApachePerLocation, HAProxy495, HAProxyIgnoring,
     HAProxyOptional, HAProxySaysSo, nginx_peer, running)
 

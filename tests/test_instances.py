@@ -9,13 +9,13 @@ import re
 import pytest
 from google.cloud import ndb
 
-import nginx
-import pki
-import redisserver
+from tests.harness import nginx
+from tests.harness import pki
+from tests.harness import redisserver
 import sessions
-from instances import Instances, identity_body, leaf_sha1, peer_saw
+from tests.harness.instances import (
+    URL, Instances, every_instance_presents, form_token, identity_body, session_csrf, sign_in)
 
-URL = "/api/v1/employees/asalieri/addresses/1"
 
 pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
 
@@ -64,24 +64,10 @@ def admin(apps):
     client.close()
 
 
-def form_token(page):
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
 
 
-def sign_in(browser, token):
-    """Sign-in page from one instance, the form posted to the next: the session cookie is set."""
-    page = browser.get("/signin")
-    assert page.status_code == 200
-    answer = browser.post("/signin", data={"token": token, "csrf_token": form_token(page), "next": "/admin"})
-    assert answer.status_code == 302, answer.text
-    return answer
 
 
-def session_csrf(browser, on=None):
-    """The session's CSRF token, as a same-origin script reads it from any authenticated answer."""
-    answer = browser.get("/api/v1/identities", on=on)
-    assert answer.status_code == 200, answer.text
-    return answer.headers["X-CSRF-Token"]
 
 
 def test_a_session_started_on_one_instance_works_on_every_other(apps, world):
@@ -181,11 +167,6 @@ def test_free_failed_sign_ins_across_instances_do_not_lock_out(apps):
         assert browser.get("/api/v1/identities", on=i).status_code == 200
 
 
-def every_instance_presents(admin, apps, creds):
-    """The next call through each instance presents `creds`, as the peer itself reports."""
-    for i in range(len(apps)):
-        presented, seen = peer_saw(admin, URL, on=i)
-        assert (presented, seen) == (creds.fingerprint_sha256, leaf_sha1(creds)), f"instance {i}"
 
 
 def test_rotation_promote_and_rollback_through_one_instance_are_what_every_other_presents_next(apps, admin, world):

@@ -10,11 +10,11 @@ import signal
 
 import pytest
 
-import nginx
-import pki
-import redisserver
-from instances import Instances, identity_body, leaf_sha1, peer_saw
-from test_instances import URL, every_instance_presents, session_csrf, sign_in
+from tests.harness import nginx
+from tests.harness import pki
+from tests.harness import redisserver
+from tests.harness.instances import Instances, identity_body, leaf_sha1, peer_saw
+from tests.harness.instances import URL, every_instance_presents, session_csrf, sign_in
 
 pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not installed"),
               pytest.mark.skipif(not redisserver.available(), reason="redis-server is not installed")]

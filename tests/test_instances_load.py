@@ -14,10 +14,10 @@ import time
 import pytest
 import requests
 
-import nginx
-import pki
-import redisserver
-from instances import Instances, identity_body, leaf_sha1, roomy_nginx
+from tests.harness import nginx
+from tests.harness import pki
+from tests.harness import redisserver
+from tests.harness.instances import Instances, identity_body, leaf_sha1, roomy_nginx
 
 CLIENTS, IDENTITIES, CALLS, OPERATIONS = 16, 20, 5000, 100
 # Each rotation is a new context with its own keep-alive pool (up to POOL_SIZE idle connections to the

@@ -9,7 +9,7 @@ import pytest
 from dyncert import calls, runtime
 from dyncert.errors import RemoteError
 from dyncert.signers import SignerIdentity
-from tests import interop_pki
+from tests.harness import interop_pki
 from tests.test_interop import (  # noqa: F401 - world and servers are the interop module's fixtures
     REFUSAL, SERVERS, TIMEOUTS, _saw_with_context, expected, handshake_error, running, servers, target, world)
 

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-import pki
-from peers import PythonTLSPeer
-from tests.refusing_peers import nginx_peer
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.refusing_peers import nginx_peer
 
 API = "/api/v1/employees/asalieri/addresses/1"
 

@@ -9,18 +9,18 @@ from google.cloud import datastore as raw_datastore
 from google.cloud import ndb
 
 import models
-import pki
+from tests.harness import pki
 import sealing
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
-                second=pki.client_cert(p.clients_ca, "second"), stranger=pki.make_pki("stranger"))
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
+                second=pki.client_cert(p.clients_ca, "second"), stranger=run_pki.stranger)
 
 
 def db():

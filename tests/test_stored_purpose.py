@@ -19,7 +19,7 @@ import sealing
 from dyncert import targets
 from dyncert.errors import DyncertError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki, peers, pki
+from tests.harness import interop_pki, peers, pki
 
 URL = "/api/v1/employees/legacy/addresses/1"
 

@@ -6,7 +6,7 @@ import base64
 import pytest
 
 from models import schema
-from test_admin import pkcs12_blob
+from tests.harness.forms import pkcs12_blob
 
 API = "/api/v1/employees/asalieri/addresses/1"
 

@@ -4,12 +4,13 @@ and the same "what to check" the admin page shows for a remote error code.
 
 import json
 
-import pki
-from conftest import token_of
+from tests.harness import pki
+from tests.harness.app import token_of
 from explanations import EXPLANATIONS
-from peers import PythonTLSPeer, refused_port
-from test_tools_identity import cli, served  # noqa: F401 - the fixture is used by name
-from tests.refusing_peers import nginx_peer
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.ports import refused_port
+from tests.harness.app import cli, served  # noqa: F401 - the fixture is used by name
+from tests.harness.refusing_peers import nginx_peer
 
 API = "/api/v1/employees/asalieri/addresses/1"
 PAGE = "/admin/employees/asalieri/addresses/1"

@@ -9,8 +9,8 @@ import sys
 
 from cryptography.hazmat.primitives import serialization
 
-import pki
-from test_tools_identity import ROOT, cli, served  # noqa: F401 - the fixture is used by name
+from tests.harness import pki
+from tests.harness.app import ROOT, cli, served  # noqa: F401 - the fixture is used by name
 
 API = "/api/v1/employees/asalieri/addresses/1"
 

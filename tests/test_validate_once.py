@@ -4,11 +4,11 @@ import pytest
 
 import dyncert.identity
 import models
-from conftest import ADMIN_TOKEN
+from tests.harness.app import ADMIN_TOKEN
 from dyncert.errors import InputError
 from handlers.admin import forms
 from models import body as body_module
-from test_admin import KEY_PASSWORD, encrypted, fingerprint, form_fields, pkcs12_blob, post_upload, stored
+from tests.harness.forms import KEY_PASSWORD, encrypted, fingerprint, form_fields, pkcs12_blob, post_upload, stored
 
 API = "/api/v1/employees/asalieri/addresses/1"
 

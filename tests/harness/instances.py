@@ -15,7 +15,7 @@ import time
 
 import requests
 
-from devserver.emulator import free_port
+from .ports import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,16 +190,39 @@ def peer_saw(browser, path, on=None):
 
 
 def roomy_nginx(server, client_ca_pem):
-    """tests/nginx.py's peer sized for three instances' pools (4 idle connections per identity each):
-    with its 64 worker_connections nginx closes idle kept-alive connections to make room, and a call
+    """The harness's nginx sized for three instances' pools (4 idle connections per identity each):
+    with too few worker_connections nginx closes idle kept-alive connections to make room, and a call
     that picked one up at that moment fails with connection_reset."""
-    import nginx
-    peer = nginx.NginxPeer(server, client_ca_pem)
-    path = os.path.join(peer.dir, "nginx.conf")
-    with open(path) as f:
-        config = f.read()
-    config = config.replace("worker_connections 64;", "worker_connections 4096;").replace(
-        "access_log off;", "access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 600s;")
-    with open(path, "w") as f:
-        f.write(config)
-    return peer
+    from tests.harness import nginx
+    return nginx.NginxPeer(server, client_ca_pem, connections=4096, rewrite=lambda text: text.replace(
+        "access_log off;", "access_log off;\n  keepalive_timeout 600s;", 1))
+
+
+URL = "/api/v1/employees/asalieri/addresses/1"
+
+
+def form_token(page):
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+
+
+def sign_in(browser, token):
+    """Sign-in page from one instance, the form posted to the next: the session cookie is set."""
+    page = browser.get("/signin")
+    assert page.status_code == 200
+    answer = browser.post("/signin", data={"token": token, "csrf_token": form_token(page), "next": "/admin"})
+    assert answer.status_code == 302, answer.text
+    return answer
+
+
+def session_csrf(browser, on=None):
+    """The session's CSRF token, as a same-origin script reads it from any authenticated answer."""
+    answer = browser.get("/api/v1/identities", on=on)
+    assert answer.status_code == 200, answer.text
+    return answer.headers["X-CSRF-Token"]
+
+
+def every_instance_presents(admin, apps, creds):
+    """The next call through each instance presents `creds`, as the peer itself reports."""
+    for i in range(len(apps)):
+        presented, seen = peer_saw(admin, URL, on=i)
+        assert (presented, seen) == (creds.fingerprint_sha256, leaf_sha1(creds)), f"instance {i}"
