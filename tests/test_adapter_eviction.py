@@ -25,7 +25,7 @@ from dyncert.requests import ClientCertAdapter
 from tests.harness import pki
 from tests.harness.adapterworld import Identity, World, url
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.interp, pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")]
 
 CUSTOMERS = 100   # identities, well past CACHE_SIZE
 THREADS = 24

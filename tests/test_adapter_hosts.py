@@ -17,6 +17,8 @@ from dyncert.requests import ClientCertAdapter
 from tests.harness import peers, pki
 from tests.harness.adapterworld import World, url
 
+pytestmark = [pytest.mark.interp]  # differs by interpreter: the signer binding / loading tiers
+
 OTHER_HOST = "127.0.0.10"
 
 

@@ -15,7 +15,7 @@ from dyncert import calls, context, reuse
 from dyncert.identity import ClientIdentity
 from dyncert.targets import Target
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.interp, pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")]
 KEPT, IDENTITIES = 2, 12
 
 

@@ -13,6 +13,8 @@ from tests.harness import interop_pki
 from tests.test_interop import (  # noqa: F401 - world and servers are the interop module's fixtures
     REFUSAL, SERVERS, TIMEOUTS, _saw_with_context, expected, handshake_error, running, servers, target, world)
 
+pytestmark = [pytest.mark.interp, pytest.mark.interop]  # differs by interpreter: the signer binding / loading tiers
+
 PKCS1 = ("rsa_pkcs1_sha256", "rsa_pkcs1_sha384", "rsa_pkcs1_sha512")
 PSS = ("rsa_pss_sha256", "rsa_pss_sha384", "rsa_pss_sha512")
 # name: (token key kind, schemes offered on the token, Cloud KMS algorithm of the same shape)

@@ -334,6 +334,8 @@ from dyncert.errors import InputError, RemoteError  # noqa: E402
 from dyncert.signers import SignerIdentity  # noqa: E402
 from tests.harness import interop_pki, peers, pki  # noqa: E402
 
+pytestmark = [pytest.mark.interp]  # differs by interpreter: the signer binding / loading tiers
+
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)
 BINDING = runtime.signer_binding()
 needs_binding = pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")

@@ -30,7 +30,7 @@ from dyncert.signers import SignerIdentity
 from tests.harness import peers, pki
 
 BINDING = runtime.signer_binding()
-pytestmark = pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")
+pytestmark = [pytest.mark.interp, pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")]
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=15)
 
 

@@ -24,7 +24,7 @@ from dyncert.signers.pkcs11 import Pkcs11Signer, open_session
 from tests.harness import interop_pki, peers, pki
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.skipif(softhsm.available() is not None, reason=str(softhsm.available()))
+pytestmark = [pytest.mark.interp, pytest.mark.skipif(softhsm.available() is not None, reason=str(softhsm.available()))]
 
 _HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)

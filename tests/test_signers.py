@@ -25,6 +25,8 @@ from dyncert.requests import ClientCertAdapter, dyncert_error
 from dyncert.signers import LocalSigner, SignerIdentity, _binding
 from tests.harness import peers, pki
 
+pytestmark = [pytest.mark.interp]  # differs by interpreter: the signer binding / loading tiers
+
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)
 BINDING = runtime.signer_binding()
 needs_binding = pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")
