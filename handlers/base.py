@@ -10,6 +10,7 @@ import webapp2
 import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
+from handlers.keyfilter import request_keys
 from handlers.templating import render
 from models.entities import NotFound
 
@@ -28,11 +29,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-
-
-# A private key PEM block, complete or cut short: typed into any form field, it is never shown again.
-PRIVATE_KEY_BLOCK = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S)
 
 
 class ApiError(Exception):
@@ -226,12 +222,10 @@ class PageHandler(BaseHandler):
 
     def render(self, template, **values):
         """Render a Jinja2 template with the common values."""
-        if isinstance(values.get("form"), dict):  # a form shown again never echoes a pasted private key
-            values["form"] = {k: PRIVATE_KEY_BLOCK.sub("", v) if isinstance(v, str) else v
-                              for k, v in values["form"].items()}
         values.setdefault("csrf_token", self.csrf())
         values.setdefault("signed_in", self.principal is not None)
         values.setdefault("principal", self.principal)
         self.response.content_type = "text/html"
         self.response.charset = "utf-8"
-        self.response.text = render(template, **values)
+        # A form shown again never echoes a pasted private key, nor a part of one (handlers.keyfilter).
+        self.response.text = render(template, pasted_keys=request_keys(self.request), **values)
