@@ -10,7 +10,7 @@ from google.cloud import ndb
 import sealing
 from dyncert import csr
 from dyncert.identity import ClientIdentity, parse_ca_bundle
-from models.binding import new_slot, pending_context, reseal_legacy
+from models.binding import new_slot, opened_keys, pending_context, reseal_legacy, unseal_pending
 from models.body import field, identity_from_body, target_from_body, tls_version_from_body
 from models.entities import (
     UTC, Address, Conflict, Event, NotFound, Pending, address_key, copy_slot, ensure_employee, has_current,
@@ -82,8 +82,7 @@ def stage_next(employee, address, body, settings, now=None, actor="app"):
             raise Conflict("no_pending", f"No key is pending for {employee}/{address}: POST .../csr first, "
                                          "or give 'key' (or 'pkcs12') with the certificate.")
         pending = entity.pending
-        key_pem = sealing.unseal(kek, pending.wrapped_dek, pending.sealed_key,
-                                 pending_context(key, pending.public_key_sha256))
+        key_pem = unseal_pending(kek, entity)
         identity = ClientIdentity.from_pem(field(body, "cert", str), key_pem, now=now)  # key_mismatch if foreign
     else:
         identity = identity_from_body(body, now=now)
@@ -128,8 +127,9 @@ def _switch(employee, address, settings, actor, change):
     @ndb.transactional()
     def write():
         entity = key.get()
+        opened = opened_keys(entity, kek)  # each key where it is, before the change moves it
         action, after, before = change(entity)
-        reseal_legacy(entity, kek)
+        reseal_legacy(entity, kek, opened)  # ... and sealed again under its new role
         save_with_event(entity, new_event(key, action, actor, after, before))
         return entity
 
