@@ -47,7 +47,7 @@ def check_text_encoding(request):
     query = request.environ.get("QUERY_STRING", "")
     if not _utf8(urllib.parse.unquote_to_bytes(query.replace("+", " ").encode("latin-1", "replace"))):
         raise ApiError(400, "invalid_request", "The query string holds percent-encoded bytes that are not UTF-8.")
-    if request.method not in auth.STATE_CHANGING or request.content_type not in FORM_TYPES:
+    if request.content_type not in FORM_TYPES:  # WebOb parses a form body whatever the method (a GET too)
         return
     if request.charset != "UTF-8":  # WebOb's own reading of the header (it refuses any other with a 500)
         raise ApiError(400, "invalid_request", "Forms must be sent as UTF-8 (charset=utf-8, or no charset).")

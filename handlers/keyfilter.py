@@ -64,12 +64,13 @@ def pasted_keys(texts):
 
 def request_keys(request):
     """pasted_keys of a WebOb request's query and form text fields (a body too large to be a form: none read)."""
-    texts = list(request.GET.values())
-    if (request.content_length or 0) <= MAX_FORM_READ:
-        try:
+    texts = []
+    try:
+        texts += request.GET.values()
+        if (request.content_length or 0) <= MAX_FORM_READ:
             texts += [value for value in request.POST.values() if isinstance(value, str)]
-        except Exception:  # a body WebOb cannot parse is refused elsewhere; its text is not shown either
-            pass
+    except Exception:  # text WebOb cannot decode (the page refusing it is being rendered): none of it is shown
+        pass
     return pasted_keys(texts)
 
 
