@@ -146,7 +146,7 @@ class Breakdown:
             t0 = t()
             entity = self.m.get_entity(EMPLOYEE, ADDRESS)
             t1 = t()
-        key_pem = self.m.unseal_slot(self.sealing.kek_from_settings(self.settings), entity.key, entity)
+        key_pem = self.m.unseal_slot(self.sealing.kek_from_settings(self.settings), entity, entity)
         t2 = t()
         ident = self.identity_cls.from_trusted_pem(entity.chain_pem.encode(), key_pem)
         target = self.targets.Target(entity.host, entity.port, entity.server_hostname)

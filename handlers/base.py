@@ -12,6 +12,7 @@ from google.api_core import exceptions as gexc
 import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
+from handlers.keyfilter import request_keys
 from handlers.templating import render
 from models import schema
 from models.entities import Conflict, NotFound, TooLarge
@@ -31,11 +32,6 @@ SECURITY_HEADERS = {
 }
 
 
-# A private key PEM block, complete or cut short: typed into any form field, it is never shown again.
-PRIVATE_KEY_BLOCK = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S)
-
-
 class ApiError(Exception):
     """An error answered as API.md's JSON error shape."""
 
@@ -52,7 +48,7 @@ def check_text_encoding(request):
     query = request.environ.get("QUERY_STRING", "")
     if not _utf8(urllib.parse.unquote_to_bytes(query.replace("+", " ").encode("latin-1", "replace"))):
         raise ApiError(400, "invalid_request", "The query string holds percent-encoded bytes that are not UTF-8.")
-    if request.method not in auth.STATE_CHANGING or request.content_type not in FORM_TYPES:
+    if request.content_type not in FORM_TYPES:  # WebOb parses a form body whatever the method (a GET too)
         return
     if request.charset != "UTF-8":  # WebOb's own reading of the header (it refuses any other with a 500)
         raise ApiError(400, "invalid_request", "Forms must be sent as UTF-8 (charset=utf-8, or no charset).")
@@ -269,12 +265,10 @@ class PageHandler(BaseHandler):
 
     def render(self, template, **values):
         """Render a Jinja2 template with the common values."""
-        if isinstance(values.get("form"), dict):  # a form shown again never echoes a pasted private key
-            values["form"] = {k: PRIVATE_KEY_BLOCK.sub("", v) if isinstance(v, str) else v
-                              for k, v in values["form"].items()}
         values.setdefault("csrf_token", self.csrf())
         values.setdefault("signed_in", self.principal is not None)
         values.setdefault("principal", self.principal)
         self.response.content_type = "text/html"
         self.response.charset = "utf-8"
-        self.response.text = render(template, **values)
+        # A form shown again never echoes a pasted private key, nor a part of one (handlers.keyfilter).
+        self.response.text = render(template, pasted_keys=request_keys(self.request), **values)

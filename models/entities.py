@@ -56,7 +56,7 @@ class Slot(ndb.Model):
     sealed_key = ndb.BlobProperty()                # AES-256-GCM ciphertext of the PKCS#8 key
     wrapped_dek = ndb.BlobProperty()               # its data key, wrapped by the KEK
     kek_id = ndb.TextProperty()
-    seal_version = ndb.IntegerProperty(indexed=False)  # None: v1 (entity only); 2: also target and trust
+    seal_version = ndb.IntegerProperty(indexed=False)  # None: v1 (entity); 2: + target, trust; 3: + role, version
     ca_certs = ndb.TextProperty()                  # PEM bundle trusted for the peer, or None
     host = ndb.TextProperty()
     port = ndb.IntegerProperty(indexed=False)
@@ -89,6 +89,7 @@ class Pending(ndb.Model):
     san = ndb.TextProperty(repeated=True)
     csr_pem = ndb.TextProperty()
     created = ndb.DateTimeProperty(tzinfo=UTC)
+    seal_version = ndb.IntegerProperty(indexed=False)  # None: entity and public key; 3: + the record's version
 
 
 class Address(Slot):
@@ -102,6 +103,9 @@ class Address(Slot):
     previous = ndb.LocalStructuredProperty(Slot)
     pending = ndb.LocalStructuredProperty(Pending)
     pending_created = ndb.DateTimeProperty(tzinfo=UTC)  # indexed: the cron finds stale pending keys
+    # Moved on by every write, which seals each key again under it (models.binding): an older slot put back
+    # by a Datastore writer does not open. None: a record not written since v1/v2 associated data.
+    record_version = ndb.IntegerProperty(indexed=False)
     created = ndb.DateTimeProperty(auto_now_add=True, tzinfo=UTC)
     updated = ndb.DateTimeProperty(auto_now=True, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ import sealing
 from dyncert import csr
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from models.binding import new_slot, pending_context, reseal_legacy
+from models.binding import new_slot, opened_keys, pending_context, reseal_legacy, unseal_pending
 from models.body import Upload, check_upload, completes_pending, parse_upload
 from models.entities import (
     UTC, Address, Conflict, Event, NotFound, Pending, address_key, copy_slot, ensure_employee, has_current,
@@ -85,8 +85,7 @@ def stage_next(employee, address, upload, settings, now=None, actor="app"):
     identity = upload.identity
     if completing:
         pending = entity.pending
-        key_pem = sealing.unseal(kek, pending.wrapped_dek, pending.sealed_key,
-                                 pending_context(key, pending.public_key_sha256))
+        key_pem = unseal_pending(kek, entity)
         identity = ClientIdentity.from_pem(upload.cert_pem, key_pem, now=now)  # key_mismatch if foreign
     slot = new_slot(identity, upload.ca_pem, upload.target, upload.tls_version, kek, key)
 
@@ -128,8 +127,9 @@ def _switch(employee, address, settings, actor, change):
     @ndb.transactional()
     def write():
         entity = key.get()
+        opened = opened_keys(entity, kek)  # each key where it is, before the change moves it
         action, after, before = change(entity)
-        reseal_legacy(entity, kek)
+        reseal_legacy(entity, kek, opened)  # ... and sealed again under its new role
         save_with_event(entity, new_event(key, action, actor, after, before))
         return entity
 

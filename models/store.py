@@ -81,7 +81,7 @@ def get_entity(employee, address):
 
 def stored_identity(entity, slot, settings):
     """A slot's identity with its key unsealed, ready for a dyncert call."""
-    key_pem = unseal_slot(sealing.kek_from_settings(settings), entity.key, slot)
+    key_pem = unseal_slot(sealing.kek_from_settings(settings), entity, slot)
     identity = ClientIdentity.from_trusted_pem(slot.chain_pem.encode(), key_pem)
     target = targets.Target(slot.host, slot.port, slot.server_hostname)
     ca = slot.ca_certs.encode() if slot.ca_certs else settings.ca_file  # None: dyncert's default trust

@@ -82,7 +82,7 @@ def test_legacy_record_is_read_called_and_rotated(admin, settings, world):
 
         body = dict(cert=world["second"].cert_pem.decode(), key=world["second"].key_pem.decode())
         admin.put(URL + "/next", json.dumps(body), content_type="application/json", status=201)
-        # That write re-sealed the legacy key with the bound (v2) associated data.
+        # That write re-sealed the legacy key with the bound (v3) associated data.
         assert db().get(raw_key(db()))["seal_version"] == models.SEAL_VERSION
         assert who(call(admin)) == legacy_fp
         call(admin, "/promote")
@@ -146,15 +146,16 @@ def test_an_altered_next_slot_is_refused_and_the_current_keeps_working(admin, wo
         assert who(call(admin)) == world["first"].fingerprint_sha256
 
 
-def test_promote_and_rollback_need_no_reseal_of_bound_slots(ndb_context, settings, world):
+def test_promote_and_rollback_reseal_moved_slots_with_their_data_key(ndb_context, settings, world):
     body = dict(cert=world["first"].cert_pem.decode(), key=world["first"].key_pem.decode(), host="peer.example.com")
     models.put_identity("asalieri", 1, body, settings)
-    sealed = models.get_entity("asalieri", 1).sealed_key
+    sealed, wrapped = models.get_entity("asalieri", 1).sealed_key, models.get_entity("asalieri", 1).wrapped_dek
     models.stage_next("asalieri", 1, dict(body, cert=world["second"].cert_pem.decode(),
                                           key=world["second"].key_pem.decode()), settings)
     models.promote("asalieri", 1, settings)
     entity = models.get_entity("asalieri", 1)
-    assert entity.previous.sealed_key == sealed  # the same ciphertext, now in the previous slot
+    # Sealed again as `previous` (issue 20 item 7: the role is bound), with the same data key.
+    assert entity.previous.sealed_key != sealed and entity.previous.wrapped_dek == wrapped
     assert models.load_identity("asalieri", 1, settings).identity.fingerprint_sha256 == \
         world["second"].fingerprint_sha256
     models.rollback("asalieri", 1, settings)

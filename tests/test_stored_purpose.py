@@ -47,6 +47,7 @@ def store_legacy(settings, world, port):
         models.Employee(key=key.parent()).put()
         entity = models.Address(key=key)
         models.copy_slot(slot, entity)
+        models.binding.reseal(entity, sealing.kek_from_settings(settings))  # sealed in place, as a write does
         entity.put()
 
 

@@ -60,10 +60,11 @@ def pem_text(data, code, what, field=None):
                                f"'openssl x509 -inform der' or upload PKCS#12 instead).", field) from None
 
 
-def upload_form(post, settings=None):
+def upload_form(post, settings=None, owner="", slot="current"):
     """Read the upload form into (employee, address, API body, values to show again, errors).
 
-    With no key or PKCS#12 in this post, those kept sealed under the form's draft id are used.
+    With no key or PKCS#12 in this post, those kept sealed under the form's draft id are used, when
+    the draft was made by `owner` (the session) for this employee/address and `slot` (drafts.take).
     """
     employee = text_field(post, "employee").strip()
     address = text_field(post, "address").strip()
@@ -84,7 +85,9 @@ def upload_form(post, settings=None):
             "host": host, "server_hostname": server_hostname or None, "tls_version": tls_version}
     errors = []
     if not (key.strip() or key_file or pkcs12_file):  # no new credentials: take those kept by a failed post
-        kept = drafts.take(settings, text_field(post, "draft")) if settings else {}
+        kept, refusal = drafts.take(settings, text_field(post, "draft"),
+                                    drafts.Binding(owner, employee, address, slot)) if settings else ({}, None)
+        errors += [refusal] if refusal else []
         key = kept.get("key") or ""
         if kept.get("pkcs12"):
             pkcs12_file = base64.b64decode(kept["pkcs12"])

@@ -78,10 +78,14 @@ class New(AdminHandler):
     def post(self):
         old_draft = text_field(self.request.POST, "draft")
         staging = text_field(self.request.POST, "stage") == "next"
-        employee, address, body, shown, errors = upload_form(self.request.POST, self.settings)
+        owner, slot = self._draft_owner(), "next" if staging else "current"  # what a kept key is bound to
+        employee, address, body, shown, errors = upload_form(self.request.POST, self.settings, owner, slot)
         # Every field is checked on its own, so one post reports every error at once; the store takes
         # the validated upload as it is (one key derivation per post).
         messages = blank_fields(employee, address, body)
+        for refusal in [e for e in errors if isinstance(e, drafts.DraftRefused)]:
+            errors.remove(refusal)
+            messages["key"] = refusal.message  # beside the key, rather than "missing": why the kept key is not used
         upload, found = (check_next if staging else check_upload)(employee, address, body, self.settings)
         errors += found
         if not errors and not messages:
@@ -97,21 +101,26 @@ class New(AdminHandler):
                 messages.setdefault(field_for(error), form_message(error))
                 codes.setdefault(field_for(error), error.code)
             drafts.forget(old_draft)
-            draft = self._keep_secrets(body, codes)
+            draft = self._keep_secrets(body, codes, drafts.Binding(owner, employee, address, slot))
             return self.show_form(shown, messages, None if staging else self._existing(employee, address), draft,
                                   staging=staging)
         drafts.forget(old_draft)
         saved = "next#rotation" if staging else "created" if created else "replaced"
         self.redirect(detail_url(employee, int(address)) + "?saved=" + saved, code=303)
 
-    def _keep_secrets(self, body, codes):
+    def _draft_owner(self):
+        """Whom a draft is bound to: this sign-in session (its record's id) and principal."""
+        record = auth.current_session(self.request, self.settings)
+        return f"{self.auth_method}:{self.principal}:{record.key.id() if record is not None else '-'}"
+
+    def _keep_secrets(self, body, codes, binding):
         """Seal the credentials for the next post unless they failed; a wrong password alone is dropped."""
         field = "pkcs12" if body.get("pkcs12") else "key"
         if not body.get(field) or codes.get(field) not in (None, "wrong_password"):
             return None
         password = field + "_password"
         kept = {field: body[field], password: None if codes.get(field) else body.get(password)}
-        return drafts.keep(self.settings, kept)
+        return drafts.keep(self.settings, kept, binding)
 
     def show_form(self, shown, errors, replacing, draft=None, staging=False):
         first = next((name for name in FORM_ORDER if name in errors), None)
