@@ -3,6 +3,7 @@
 import datetime
 import hashlib
 
+import kmskeys
 import sealing
 from models.entities import UTC, Slot
 
@@ -55,14 +56,43 @@ def reseal_legacy(entity, kek):
             seal_into(slot, kek, entity.key, key_pem)
 
 
-def new_slot(identity, ca_pem, target, tls_version, kek, key, now=None):
-    """A Slot for a validated identity and target, its key sealed and bound to both."""
+KMS_PREFIX = b"cloudkms:"  # what a KMS slot seals in place of a key: its key version name
+
+
+def sealed_payload(identity):
+    """What a slot seals: the PKCS#8 key, or for a key held in Cloud KMS its key version name."""
+    name = kms_name(identity)
+    return identity.key_pem if name is None else KMS_PREFIX + name.encode()
+
+
+def kms_name(identity):
+    """The Cloud KMS key version of a SignerIdentity whose signer is KMS, else None."""
+    return getattr(getattr(identity, "signer", None), "key_version_name", None)
+
+
+def check_kms_payload(payload, name):
+    """The unsealed payload of a KMS slot must name its stored key version (else the record was edited)."""
+    if payload != KMS_PREFIX + name.encode():
+        raise sealing.RecordTampered("The stored Cloud KMS key name does not match what was sealed with it: "
+                                     "the record was changed outside the app.")
+
+
+def kms_key_type(identity):
+    """'EC P-256 (Cloud KMS, HSM)' for a KMS-held identity, else None."""
+    if kms_name(identity) is None:
+        return None
+    return kmskeys.label(identity.public_key, kmskeys.protection_of(identity.signer))
+
+
+def new_slot(identity, ca_pem, target, tls_version, kek, key, now=None, kms_owned=False):
+    """A Slot for a validated identity and target, its key (or KMS key name) sealed and bound to both."""
     slot = Slot(chain_pem=identity.chain_pem.decode(), ca_certs=ca_pem,
                 host=target.host, port=target.port, server_hostname=target.sni, tls_version=tls_version,
                 subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
                 not_before=identity.not_before, not_after=identity.not_after,
                 fingerprint_sha256=identity.fingerprint_sha256, san=list(identity.san),
-                key_type=identity.key_type, chain_length=identity.chain_length,
-                staged=now or datetime.datetime.now(UTC))
-    seal_into(slot, kek, key, identity.key_pem)
+                key_type=kms_key_type(identity) or identity.key_type, chain_length=identity.chain_length,
+                staged=now or datetime.datetime.now(UTC), kms_key=kms_name(identity),
+                kms_owned=bool(kms_owned and kms_name(identity)))
+    seal_into(slot, kek, key, sealed_payload(identity))
     return slot

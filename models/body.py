@@ -7,7 +7,10 @@ from dyncert import targets
 from dyncert.context import parse_tls_version
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity, parse_ca_bundle
+from dyncert.signers import SignerIdentity
 from models.entities import address_key
+
+KEY_FIELDS = ("key", "key_password", "pkcs12", "pkcs12_password")  # what 'kms_key' stands in for
 
 TLS_VERSION_NAMES = ("TLS", "TLSv1_2", "TLSv1_3")
 
@@ -23,8 +26,11 @@ def field(body, name, kind, default=None):
     return value
 
 
-def identity_from_body(body, now=None):
-    """Validate the credentials of a PUT body into a ClientIdentity (PEM pair or PKCS#12)."""
+def identity_from_body(body, now=None, settings=None):
+    """Validate the credentials of a PUT body into a ClientIdentity (PEM pair or PKCS#12), or a
+    SignerIdentity whose key is a Cloud KMS key version ('kms_key')."""
+    if body.get("kms_key") is not None:
+        return kms_identity_from_body(body, settings, now=now)
     pkcs12 = field(body, "pkcs12", str)
     if pkcs12:
         try:
@@ -38,6 +44,22 @@ def identity_from_body(body, now=None):
     if not key and "PRIVATE KEY-----" not in cert:
         raise InputError("invalid_request", "The field 'key' is required with 'cert'.")
     return ClientIdentity.from_pem(cert, key or cert, password=field(body, "key_password", str), now=now)
+
+
+def kms_identity_from_body(body, settings, now=None):
+    """'cert' and 'kms_key': a SignerIdentity checked against the key version (key_mismatch if foreign)."""
+    import kmskeys
+    name = field(body, "kms_key", str)
+    given = [f for f in KEY_FIELDS if body.get(f) is not None]
+    if given:
+        raise InputError("invalid_request", f"Give 'kms_key' or '{given[0]}', not both: a key held in Cloud KMS "
+                                            "never comes with the upload.")
+    cert = field(body, "cert", str)
+    if not cert:
+        raise InputError("invalid_request", "The field 'cert' (PEM) is required with 'kms_key'.")
+    if settings is None:
+        raise InputError("invalid_request", "'kms_key' is not accepted here.")
+    return SignerIdentity(cert, kmskeys.checked_signer(name, settings), now=now)
 
 
 def target_from_body(body, allowed_targets=""):
@@ -67,7 +89,7 @@ def upload_errors(employee, address, body, settings, now=None):
     """Every InputError a PUT of `body` would meet, each part checked on its own (forms show them all)."""
     errors = []
     ca_text = body.get("ca_certs")
-    checks = (lambda: address_key(employee, address), lambda: identity_from_body(body, now=now),
+    checks = (lambda: address_key(employee, address), lambda: identity_from_body(body, now=now, settings=settings),
               lambda: parse_ca_bundle(ca_text) if isinstance(ca_text, str) and ca_text.strip() else None,
               lambda: target_from_body(body, settings.allowed_targets), lambda: tls_version_from_body(body))
     for check in checks:

@@ -222,5 +222,5 @@ class Delete(AdminHandler):
 
     def post(self, employee, address):
         self.check_csrf()
-        delete_identity(employee, address, actor=actor(self))
+        delete_identity(employee, address, actor=actor(self), settings=self.settings)
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)
