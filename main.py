@@ -10,12 +10,14 @@ from google.cloud import ndb
 import applog
 import settings as settings_module
 from handlers import routes
-from handlers.admin.forms import MAX_FORM_BYTES
-from handlers.base import MAX_BODY_BYTES, SECURITY_HEADERS, Response
+from handlers.base import SECURITY_HEADERS, Response
 
 applog.configure()  # JSON lines for Cloud Logging on App Engine or with LOG_FORMAT=json, else text
 
-# Request body caps by path prefix, enforced before anything reads the body (413 too_large).
+# Request body caps by path prefix: the one place they are enforced, before anything reads the body
+# (413 too_large); handlers never measure a body again.
+MAX_BODY_BYTES = 256 * 1024  # API.md: bodies over 256 KiB get 413 too_large
+MAX_FORM_BYTES = 512 * 1024  # the admin forms: the API's 256 KiB, plus multipart overhead and a CA file
 BODY_LIMITS = (("/api/", MAX_BODY_BYTES), ("/admin/", MAX_FORM_BYTES))
 SMALL_BODY_BYTES = 16 * 1024  # sign-in, sign-out, cron and the public pages need no more
 HSTS = "max-age=31536000; includeSubDomains"  # App Engine serves HTTPS only: browsers should never try http

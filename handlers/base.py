@@ -3,18 +3,18 @@
 import json
 import logging
 import re
+from typing import NamedTuple
 
 import webapp2
+from google.api_core import exceptions as gexc
 
 import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.templating import render
-from models.entities import NotFound
+from models.entities import Conflict, NotFound
 
 log = logging.getLogger("dyncert.app")
-
-MAX_BODY_BYTES = 256 * 1024  # API.md: bodies over 256 KiB get 413 too_large
 
 SECURITY_HEADERS = {
     # No inline script, no third-party origin, never framed: the pages handle private keys.
@@ -44,8 +44,43 @@ class ApiError(Exception):
 
 def storage_error_types():
     """Exception types that mean Datastore could not be reached."""
-    from google.api_core import exceptions as gexc
     return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
+
+
+class HttpError(NamedTuple):
+    """How an error is answered: status, API.md code, message."""
+
+    status: int
+    code: str
+    message: str
+
+
+STORAGE_DOWN = "Datastore is not reachable right now; retry in a few seconds."
+
+# The one table from error to HTTP status and code (API.md), first match wins; a code of None is the
+# error's own. RecordTampered before UnsealError (its base): reported, never used, a replacement repairs it.
+ERROR_TABLE = (
+    (ApiError, lambda e: e.status, None),
+    (InputError, 400, None),
+    (RemoteError, lambda e: 504 if e.code == "timeout" else 502, None),  # the remote side's failure, not ours
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, None),                                                # no_next, no_previous, no_pending
+    (sealing.RecordTampered, 409, "record_tampered"),
+    (sealing.UnsealError, 500, "key_unavailable"),
+    (sealing.SealingUnavailable, 503, "sealing_unavailable"),
+    (storage_error_types(), 503, "storage_unavailable"),
+)
+
+
+def http_error(error):
+    """The HttpError the table gives `error`, or None for an unexpected one (webapp2's 500, no detail)."""
+    for kind, status, code in ERROR_TABLE:
+        if isinstance(error, kind):
+            status = status(error) if callable(status) else status
+            if code == "storage_unavailable":
+                return HttpError(status, code, STORAGE_DOWN)
+            return HttpError(status, code or error.code, getattr(error, "message", None) or str(error))
+    return None
 
 
 class BaseHandler(webapp2.RequestHandler):
@@ -69,29 +104,22 @@ class BaseHandler(webapp2.RequestHandler):
                 if token:
                     self.response.headers["X-CSRF-Token"] = token
             return super().dispatch()
-        except ApiError as e:
-            return self.error_response(e.status, e.code, e.message)
-        except InputError as e:
-            return self.error_response(400, e.code, e.message)
-        except RemoteError as e:
-            return self.error_response(504 if e.code == "timeout" else 502, e.code, e.message)
-        except NotFound as e:
-            return self.error_response(404, "not_found", str(e))
-        except sealing.RecordTampered as e:  # reported, never used: replacing the identity repairs it
-            log.error("sealed record refused: %s", self.request.path)
-            return self.error_response(409, "record_tampered", str(e))
-        except sealing.UnsealError as e:
-            return self.error_response(500, "key_unavailable", str(e))
-        except sealing.SealingUnavailable as e:
-            return self.error_response(503, "sealing_unavailable", str(e))
-        except storage_error_types() as e:
-            log.warning("storage unavailable: %s", type(e).__name__)
-            self.response.headers["Retry-After"] = "5"
-            return self.error_response(503, "storage_unavailable",
-                                       "Datastore is not reachable right now; retry in a few seconds.")
+        except Exception as e:  # noqa: BLE001 - answered through the one table, or re-raised as a bug
+            answer = http_error(e)
+            if answer is None:
+                raise
+            if answer.code == "record_tampered":
+                log.error("sealed record refused: %s", self.request.path)
+            elif answer.code == "storage_unavailable":
+                log.warning("storage unavailable: %s", type(e).__name__)
+                self.response.headers["Retry-After"] = "5"
+            return self.error_response(*answer)
 
     def check_request_forgery(self):
-        """API.md Auth: a cookie-borne change needs this app's origin, the session's token and a JSON body."""
+        """API.md Auth: a cookie-borne change needs this app's origin, the session's token and a JSON body.
+
+        The one CSRF check: dispatch runs it before every POST, PUT and DELETE; no handler calls it.
+        """
         if self.auth_method not in auth.AMBIENT:
             return  # Authorization: Bearer is never sent by a browser on its own
         if not auth.same_origin(self.request, self.settings):
@@ -131,9 +159,7 @@ class BaseHandler(webapp2.RequestHandler):
         self.response.text = json.dumps(data, indent=1, sort_keys=True) + "\n"
 
     def json_body(self):
-        """The request body parsed as a JSON object, or an ApiError."""
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+        """The request body parsed as a JSON object, or an ApiError (its size was capped by main.py's middleware)."""
         if not self.request.body.strip():
             return {}
         try:
@@ -176,15 +202,13 @@ class PageHandler(BaseHandler):
         """The CSRF token for forms on this page, bound to this browser's session."""
         return auth.issue_csrf(self.request, self.response, self.settings, self.principal, self.auth_method)
 
-    def check_csrf(self):
-        """Refuse a form post from another origin, or whose token is not this browser's."""
+    def check_request_forgery(self):
+        """Refuse a form post from another origin, or whose token is not this browser's (run by dispatch)."""
         if not auth.same_origin(self.request, self.settings):
             raise ApiError(403, "csrf_failed", "The form came from another site; nothing was done.")
         expected = auth.csrf_expected(self.request, self.settings, self.principal, self.auth_method)
         if not auth.csrf_valid(expected, self.request.POST.get("csrf_token")):
             raise ApiError(403, "csrf_failed", "The form expired or came from another site; reload and retry.")
-
-    check_request_forgery = check_csrf  # every form post, whoever sends it
 
     def render(self, template, **values):
         """Render a Jinja2 template with the common values."""

@@ -2,7 +2,7 @@
 
 import outbound
 from dyncert.calls import METHODS, check_request
-from dyncert.errors import InputError
+from dyncert.errors import REMOTE_CODES, InputError
 from handlers.api import ApiHandler
 from models.store import load_identity
 
@@ -36,7 +36,7 @@ class CallHandler(ApiHandler):
     """Loads the identity; remote failures answer 502/504 with "ok": false."""
 
     def error_response(self, status, code, message):
-        if status in (502, 504):
+        if code in REMOTE_CODES:  # the remote side failed: the call's own shape
             return self.write_json({"ok": False, "error": {"code": code, "message": message}}, status)
         return super().error_response(status, code, message)
 

@@ -3,19 +3,12 @@
 import outbound
 from handlers.api import ApiHandler, actor
 from handlers.calls import CallHandler
-from models.entities import Conflict
 from models.lifecycle import create_csr, get_csr, get_next, history, promote, remove_next, rollback, stage_next
 from models.store import load_next
 
 
 class LifecycleHandler(ApiHandler):
-    """A lifecycle route: a state that forbids the change answers 409 with its code."""
-
-    def dispatch(self):
-        try:
-            return super().dispatch()
-        except Conflict as e:
-            return self.error_response(409, e.code, e.message)
+    """A lifecycle route: a state that forbids the change answers 409 with its code (base.ERROR_TABLE)."""
 
 
 class Csr(LifecycleHandler):

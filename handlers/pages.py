@@ -60,7 +60,6 @@ class SignIn(PageHandler):
                     on_app_engine=self.settings.on_app_engine)
 
     def post(self):
-        self.check_csrf()
         next_url = safe_next(self.request.POST.get("next", "/admin"))
         address = auth.client_address(self.request, self.settings)
         wait = sessions.retry_after(address)
@@ -83,6 +82,5 @@ class SignOut(PageHandler):
     """End the session: in Datastore (a copied cookie dies too) and in this browser."""
 
     def post(self):
-        self.check_csrf()
         auth.sign_out(self.request, self.response, self.settings)
         self.redirect("/")

@@ -125,12 +125,13 @@ class Event(ndb.Model):
 def address_key(employee, address):
     """Key('Employee', employee, 'Address', address), after checking both ids."""
     if not isinstance(employee, str) or not EMPLOYEE_ID.match(employee):
-        raise InputError("invalid_request", "The employee id must be 1-64 characters of A-Z a-z 0-9 . _ @ -.")
+        raise InputError("invalid_request", "The employee id must be 1-64 characters of A-Z a-z 0-9 . _ @ -.",
+                         "employee")
     if isinstance(address, str):
         # ASCII digits only: str.isdigit() and int() also take "²" (an error) and "١" (read as 1).
         address = int(address) if re.fullmatch(r"[0-9]{1,16}", address) else 0
     if isinstance(address, bool) or not isinstance(address, int) or not 1 <= address <= MAX_ADDRESS_ID:
-        raise InputError("invalid_request", "The address id must be an integer from 1 to 2^53.")
+        raise InputError("invalid_request", "The address id must be an integer from 1 to 2^53.", "address")
     return ndb.Key(Employee, employee, Address, address)
 
 

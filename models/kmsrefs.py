@@ -1,7 +1,7 @@
 """When a Cloud KMS key version the app created may be destroyed: once no slot of any address refers to it."""
 
 import kmskeys
-from models.entities import Address, owned_kms_names
+from models.entities import Address
 
 
 def release(before, settings):

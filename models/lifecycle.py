@@ -11,10 +11,10 @@ import kmskeys
 import sealing
 from dyncert import csr
 from dyncert.errors import InputError
-from dyncert.identity import ClientIdentity, parse_ca_bundle
+from dyncert.identity import ClientIdentity
 from dyncert.signers import SignerIdentity
 from models.binding import KMS_PREFIX, check_kms_payload, new_slot, pending_context, reseal_legacy
-from models.body import field, identity_from_body, target_from_body, tls_version_from_body
+from models.body import Upload, check_upload, completes_pending, field, parse_upload
 from models.entities import (
     UTC, Address, Conflict, Event, NotFound, Pending, address_key, copy_slot, ensure_employee, has_current,
     new_event, owned_kms_names, save_with_event)
@@ -99,51 +99,54 @@ def get_csr(employee, address):
     return entity.pending.csr_pem, pending_summary(entity.pending)
 
 
-def _completes_pending(body):
-    """True for a PUT .../next body that brings only the certificate for the pending key."""
-    return bool(body.get("cert")) and not body.get("key") and not body.get("pkcs12") and not body.get("kms_key") \
-        and "PRIVATE KEY-----" not in str(body.get("cert"))
+def current_of(entity):
+    """The current identity of an Address (the Slot a next identity's target defaults to), or None."""
+    return entity if has_current(entity) else None
 
 
-def _next_target(body, current, settings):
-    """Target fields of a next identity: the body's, each defaulting to the current identity's."""
-    merged = {name: body.get(name) for name in ("host", "port", "server_hostname", "tls_version", "ca_certs")}
-    if current is not None:
-        defaults = {"host": current.host, "port": current.port, "tls_version": current.tls_version,
-                    "ca_certs": current.ca_certs}
-        if merged["host"] is None:  # a new host brings its own SNI name (default: itself)
-            defaults["server_hostname"] = current.server_hostname
-        merged = {k: v if v is not None else defaults.get(k) for k, v in merged.items()}
-    ca_text = field(merged, "ca_certs", str)
-    ca_pem = parse_ca_bundle(ca_text).decode() if ca_text and ca_text.strip() else None
-    return ca_pem, target_from_body(merged, settings.allowed_targets), tls_version_from_body(merged)
+def check_next(employee, address, body, settings, now=None):
+    """check_upload for a full next upload (the admin form): target fields default to the current identity's."""
+    try:
+        entity = address_key(employee, address).get()
+    except InputError:
+        entity = None  # check_upload reports the bad id
+    return check_upload(employee, address, body, settings, now, current=current_of(entity))
 
 
-def stage_next(employee, address, body, settings, now=None, actor="app"):
-    """Stage a next identity: the certificate for the pending key, or a full upload; returns (view, created?)."""
+def stage_next(employee, address, upload, settings, now=None, actor="app"):
+    """Stage a next identity: the certificate for the pending key, or a full upload; returns (view, created?).
+
+    A body (dict) is validated here once; an Upload (from check_next) is not validated again.
+    """
     key = address_key(employee, address)
     entity = key.get()
     kek = sealing.kek_from_settings(settings)
-    completing = _completes_pending(body)
+    completing = upload.identity is None if isinstance(upload, Upload) else completes_pending(upload)
+    if completing and (entity is None or entity.pending is None):
+        raise Conflict("no_pending", f"No key is pending for {employee}/{address}: POST .../csr first, "
+                                     "or give 'key' (or 'pkcs12') with the certificate.")
+    if not isinstance(upload, Upload):
+        upload = parse_upload(employee, address, upload, settings, now, current_of(entity), completing)
+    if upload.key != key:
+        raise ValueError("The upload was validated for another address.")
+    identity = upload.identity
     if completing:
-        if entity is None or entity.pending is None:
-            raise Conflict("no_pending", f"No key is pending for {employee}/{address}: POST .../csr first, "
-                                         "or give 'key' (or 'pkcs12') with the certificate.")
         pending = entity.pending
         key_pem = sealing.unseal(kek, pending.wrapped_dek, pending.sealed_key,
                                  pending_context(key, pending.public_key_sha256))
         if pending.kms_key:
             check_kms_payload(key_pem, pending.kms_key)
             kmskeys.require_binding()
-            identity = SignerIdentity(field(body, "cert", str), kmskeys.signer(pending.kms_key, settings),
-                                      now=now)  # key_mismatch if foreign
+            try:
+                identity = SignerIdentity(upload.cert_pem, kmskeys.signer(pending.kms_key, settings),
+                                          now=now)  # key_mismatch if foreign
+            except InputError as e:
+                e.field = e.field or "cert"
+                raise
         else:
-            identity = ClientIdentity.from_pem(field(body, "cert", str), key_pem, now=now)  # key_mismatch if foreign
-    else:
-        identity = identity_from_body(body, now=now, settings=settings)
-    ca_pem, target, tls_version = _next_target(body, entity if has_current(entity) else None, settings)
-    slot = new_slot(identity, ca_pem, target, tls_version, kek, key,
-                    kms_owned=completing and bool(pending.kms_owned))
+            identity = ClientIdentity.from_pem(upload.cert_pem, key_pem, now=now)  # key_mismatch if foreign
+    slot = new_slot(identity, upload.ca_pem, upload.target, upload.tls_version, kek, key,
+                    kms_owned=completing and bool(entity.pending.kms_owned))
 
     @ndb.transactional()
     def write():

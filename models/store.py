@@ -12,10 +12,10 @@ import kmskeys
 import sealing
 from dyncert import targets
 from dyncert.errors import InputError, SignerError
-from dyncert.identity import ClientIdentity, parse_ca_bundle
+from dyncert.identity import ClientIdentity
 from dyncert.signers import SignerIdentity
 from models.binding import check_kms_payload, new_slot, reseal_legacy, unseal_slot
-from models.body import field, identity_from_body, target_from_body, tls_version_from_body
+from models.body import Upload, parse_upload
 from models.entities import (
     Address, NotFound, address_key, copy_slot, ensure_employee, has_current, new_event, owned_kms_names,
     save_with_event)
@@ -35,20 +35,20 @@ class StoredIdentity:
     tls_version: str
 
 
-def put_identity(employee, address, body, settings, now=None, actor="app"):
-    """Validate `body`, seal its key and store it as current; returns (public view, created?).
+def put_identity(employee, address, upload, settings, now=None, actor="app"):
+    """Seal a validated Upload's key and store it as current; returns (public view, created?).
 
+    A body (dict) is validated first (models.body.parse_upload); an Upload is not validated again.
     Everything is checked before the transaction, so a bad body changes nothing. next, previous
     and pending stay as they were.
     """
-    key = address_key(employee, address)
-    identity = identity_from_body(body, now=now, settings=settings)
-    ca_text = field(body, "ca_certs", str)
-    ca_pem = parse_ca_bundle(ca_text).decode() if ca_text and ca_text.strip() else None
-    target = target_from_body(body, settings.allowed_targets)
-    tls_version = tls_version_from_body(body)
+    if not isinstance(upload, Upload):
+        upload = parse_upload(employee, address, upload, settings, now)
+    key = upload.key
+    if key != address_key(employee, address):
+        raise ValueError("The upload was validated for another address.")
     kek = sealing.kek_from_settings(settings)
-    slot = new_slot(identity, ca_pem, target, tls_version, kek, key)
+    slot = new_slot(upload.identity, upload.ca_pem, upload.target, upload.tls_version, kek, key)
 
     @ndb.transactional()
     def write():

@@ -10,18 +10,18 @@ from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.admin.explain import EXPLANATIONS
 from handlers.admin.forms import (
-    FORM_ORDER, MAX_FORM_BYTES, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
+    FORM_ORDER, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
     upload_form)
 from handlers.admin.present import (
     TLS_VERSIONS, UTC, WARN_DAYS, default_trust, detail_url, last_result, lifecycle_values, matches, row,
     target_query, trusted_by)
 from handlers.api import actor
-from handlers.base import ApiError, PageHandler
+from handlers.base import PageHandler, http_error
 from handlers.calls import METHODS, echo_param, request_params
-from models.body import upload_errors
+from models.body import check_upload
 from models.entities import Conflict, NotFound
 from models.lastcall import last_calls
-from models.lifecycle import stage_next
+from models.lifecycle import check_next, stage_next
 from models.store import (
     delete_identity, get_entity, get_record, list_records, load_identity, load_next, put_identity)
 
@@ -76,27 +76,26 @@ class New(AdminHandler):
         self.show_form(shown, {}, None if staging else existing, staging=staging)
 
     def post(self):
-        self.check_csrf()
-        if (self.request.content_length or 0) > MAX_FORM_BYTES:
-            raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         old_draft = text_field(self.request.POST, "draft")
         staging = text_field(self.request.POST, "stage") == "next"
-        employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST, self.settings)
-        # Every field is checked on its own, so one post reports every error at once.
+        employee, address, body, shown, errors = upload_form(self.request.POST, self.settings)
+        # Every field is checked on its own, so one post reports every error at once; the store takes
+        # the validated upload as it is (one key derivation per post).
         messages = blank_fields(employee, address, body)
-        errors += upload_errors(employee, address, body, self.settings)
+        upload, found = (check_next if staging else check_upload)(employee, address, body, self.settings)
+        errors += found
         if not errors and not messages:
             try:
                 store = stage_next if staging else put_identity
-                _, created = store(employee, address, body, self.settings, actor=actor(self))
+                _, created = store(employee, address, upload, self.settings, actor=actor(self))
             except (InputError, Conflict) as e:
                 errors.append(e)
         if errors or messages:
             self.response.status_int = 400
             codes = {name: "missing" for name in messages}
             for error in errors:
-                messages.setdefault(field_for(error, pkcs12_used), form_message(error))
-                codes.setdefault(field_for(error, pkcs12_used), error.code)
+                messages.setdefault(field_for(error), form_message(error))
+                codes.setdefault(field_for(error), error.code)
             drafts.forget(old_draft)
             draft = self._keep_secrets(body, codes)
             return self.show_form(shown, messages, None if staging else self._existing(employee, address), draft,
@@ -156,16 +155,12 @@ class Detail(AdminHandler):
 
     def call(self, employee, address, kind, work, load=load_identity, **form):
         """Run one test call and re-render the page with its result (or failure)."""
-        self.check_csrf()
         stored = load(employee, address, self.settings)  # bad ids, NotFound: error pages
         result = {"kind": kind, "slot": "next" if load is load_next else "current"}
         try:
             result["data"] = work(stored)
-        except RemoteError as e:
-            self.response.status_int = 504 if e.code == "timeout" else 502
-            result["error"] = self.failure(e, stored.ca_certs, self.settings)
-        except InputError as e:
-            self.response.status_int = 400
+        except (RemoteError, InputError) as e:
+            self.response.status_int = http_error(e).status
             result["error"] = self.failure(e, stored.ca_certs, self.settings)
         self.show(employee, address, result=result, **form)
 
@@ -221,6 +216,5 @@ class Delete(AdminHandler):
         self.render("admin/delete.html", identity=row(get_record(employee, address)))
 
     def post(self, employee, address):
-        self.check_csrf()
         delete_identity(employee, address, actor=actor(self), settings=self.settings)
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)
