@@ -84,6 +84,11 @@ def kms_key_type(identity):
     return kmskeys.label(identity.public_key, kmskeys.protection_of(identity.signer))
 
 
+def kms_protection(identity):
+    """HSM or SOFTWARE for a KMS-held identity, else None."""
+    return kmskeys.protection_of(identity.signer) if kms_name(identity) else None
+
+
 def new_slot(identity, ca_pem, target, tls_version, kek, key, now=None, kms_owned=False):
     """A Slot for a validated identity and target, its key (or KMS key name) sealed and bound to both."""
     slot = Slot(chain_pem=identity.chain_pem.decode(), ca_certs=ca_pem,
@@ -93,6 +98,6 @@ def new_slot(identity, ca_pem, target, tls_version, kek, key, now=None, kms_owne
                 fingerprint_sha256=identity.fingerprint_sha256, san=list(identity.san),
                 key_type=kms_key_type(identity) or identity.key_type, chain_length=identity.chain_length,
                 staged=now or datetime.datetime.now(UTC), kms_key=kms_name(identity),
-                kms_owned=bool(kms_owned and kms_name(identity)))
+                kms_owned=bool(kms_owned and kms_name(identity)), kms_protection=kms_protection(identity))
     seal_into(slot, kek, key, sealed_payload(identity))
     return slot

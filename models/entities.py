@@ -55,6 +55,7 @@ class Slot(ndb.Model):
     staged = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
     kms_key = ndb.TextProperty()                   # a Cloud KMS key version holds the key (sealed_key: its name)
     kms_owned = ndb.BooleanProperty(indexed=False)  # the app created it: destroyed once no slot refers to it
+    kms_protection = ndb.TextProperty()            # HSM or SOFTWARE, as KMS reported it
 
 
 SLOT_FIELDS = tuple(Slot._properties)
@@ -74,6 +75,7 @@ class Pending(ndb.Model):
     created = ndb.DateTimeProperty(tzinfo=UTC)
     kms_key = ndb.TextProperty()                   # created in Cloud KMS: its key version (sealed_key: its name)
     kms_owned = ndb.BooleanProperty(indexed=False)
+    kms_protection = ndb.TextProperty()
 
 
 class Address(Slot):

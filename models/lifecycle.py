@@ -88,7 +88,8 @@ def _kms_pending(key, body, settings, kek, now):
     return Pending(sealed_key=sealed_name, wrapped_dek=wrapped_dek, kek_id=kek.kek_id,
                    key_type=kmskeys.label(signer.public_key(), kmskeys.protection_of(signer)),
                    public_key_sha256=made.public_key_sha256, subject=made.subject, san=made.san,
-                   csr_pem=made.csr_pem, created=now, kms_key=name, kms_owned=True)
+                   csr_pem=made.csr_pem, created=now, kms_key=name, kms_owned=True,
+                   kms_protection=kmskeys.protection_of(signer))
 
 
 def get_csr(employee, address):

@@ -34,9 +34,10 @@ def identity_view(key, slot):
 
 
 def key_location(slot):
-    """Where the slot's private key is: {"key_location": "datastore"} (sealed), or "cloud_kms" with its name."""
+    """Where the slot's private key is: {"key_location": "datastore"} (sealed), or "cloud_kms" with its name
+    and protection level (HSM, SOFTWARE)."""
     if slot.kms_key:
-        return {"key_location": "cloud_kms", "kms_key": slot.kms_key}
+        return {"key_location": "cloud_kms", "kms_key": slot.kms_key, "kms_protection": slot.kms_protection}
     return {"key_location": "datastore"}
 
 

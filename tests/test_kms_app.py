@@ -378,3 +378,21 @@ def test_settings_refuse_a_remote_plain_kms_endpoint_and_unknown_protection():
         settings_module.check(settings_module.from_environ({"KMS_PROTECTION": "EXTERNAL"}))
     ok = settings_module.check(settings_module.from_environ({"KMS_ENDPOINT": "127.0.0.1:9", "KMS_PROTECTION": "software"}))
     assert ok.kms_protection == "SOFTWARE"
+
+
+# --- where the key is, on the page ------------------------------------------------------------
+
+@needs_binding
+def test_the_detail_page_says_the_key_never_leaves_kms(admin, kms, world):
+    name = kms.add_key(Algorithm.EC_SIGN_P256_SHA256)
+    put(admin, URL, dict(target(world, None), cert=cert_for(world, public_key_of(kms, name)), kms_key=name), 201)
+    post(admin, URL + "/csr", {"key_location": "cloud_kms", "subject": {"CN": "next-in-kms"}}, status=201)
+    page = admin.get("/admin/employees/asalieri/addresses/1").text
+    assert "Cloud KMS, HSM: never leaves it" in page and name in page
+    assert page.count("never leaves it") == 3  # the certificate card, the current slot, the pending key
+    assert "PRIVATE KEY" not in page
+    # The twin: a key sealed in Datastore says so, and nothing about KMS.
+    put(admin, URL, dict(target(world, None), **sealed_identity(world)), 200)
+    admin.delete(URL + "/next", status=404)
+    page = admin.get("/admin/employees/asalieri/addresses/1").text
+    assert "sealed at rest, never shown" in page and name not in page
