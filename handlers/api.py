@@ -2,6 +2,7 @@
 
 from handlers.base import BaseHandler
 from handlers.status import status_facts
+from models import schema
 from models.store import delete_identity, get_entity, list_identities, put_identity
 from models.views import public_view
 
@@ -36,6 +37,8 @@ class Identities(ApiHandler):
 
 class Identity(ApiHandler):
     """GET, PUT, DELETE one identity."""
+
+    body_fields = schema.UPLOAD
 
     def get(self, employee, address):
         self.write_json(public_view(get_entity(employee, address)))

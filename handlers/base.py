@@ -12,7 +12,8 @@ import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
 from handlers.templating import render
-from models.entities import Conflict, NotFound
+from models import schema
+from models.entities import Conflict, NotFound, TooLarge
 
 log = logging.getLogger("dyncert.app")
 
@@ -65,6 +66,7 @@ ERROR_TABLE = (
     (RemoteError, lambda e: 504 if e.code == "timeout" else 502, None),  # the remote side's failure, not ours
     (NotFound, 404, "not_found"),
     (Conflict, 409, None),                                                # no_next, no_previous, no_pending
+    (TooLarge, 413, "too_large"),                                         # a record over Datastore's 1 MiB
     (sealing.RecordTampered, 409, "record_tampered"),
     (sealing.UnsealError, 500, "key_unavailable"),
     (sealing.SealingUnavailable, 503, "sealing_unavailable"),
@@ -87,6 +89,7 @@ class BaseHandler(webapp2.RequestHandler):
     """Common behaviour; subclasses set `public = True` to skip the admin gate."""
 
     public = False
+    body_fields = schema.EMPTY  # the fields a JSON body of this route may hold (API.md "Strict bodies")
 
     @property
     def settings(self):
@@ -175,6 +178,7 @@ class BaseHandler(webapp2.RequestHandler):
         except UnicodeEncodeError:
             raise ApiError(400, "invalid_json", "The body holds an unpaired UTF-16 surrogate escape "
                                                 "(\\ud800-\\udfff); send valid Unicode text.") from None
+        schema.check_fields(data, self.body_fields)  # an unknown field is refused before anything is done
         return data
 
 

@@ -3,6 +3,7 @@
 import outbound
 from handlers.api import ApiHandler, actor
 from handlers.calls import CallHandler
+from models import schema
 from models.lifecycle import create_csr, get_csr, get_next, history, promote, remove_next, rollback, stage_next
 from models.store import load_next
 
@@ -13,6 +14,8 @@ class LifecycleHandler(ApiHandler):
 
 class Csr(LifecycleHandler):
     """POST a new pending key and its CSR; GET the pending CSR again."""
+
+    body_fields = schema.CSR
 
     def get(self, employee, address):
         csr_pem, pending = get_csr(employee, address)
@@ -26,6 +29,8 @@ class Csr(LifecycleHandler):
 
 class Next(LifecycleHandler):
     """GET, PUT (stage) and DELETE the next identity."""
+
+    body_fields = schema.UPLOAD
 
     def get(self, employee, address):
         self.write_json({"next": get_next(employee, address)})

@@ -1,10 +1,12 @@
 """The app's Datastore side, one job per module.
 
-    entities   Employee, Address (current, next, previous, pending slots), Event; address_key; NotFound, Conflict
+    entities   Employee, Address (current, next, previous, pending slots), Event; address_key; NotFound, Conflict,
+               TooLarge (a record over Datastore's entity size, refused before the write)
     body       an upload body (API or form) validated once into an Upload, or errors that carry their field
     binding    the sealing associated data: a key opens only in its entity, for its target, trust and chain
     views      API.md's public views (metadata, never key material)
     store      put, read, list, delete; load_identity: the call path's one Datastore read
+    schema     the fields each JSON body may hold (strict bodies: an unknown one is refused by name)
     lifecycle  CSR and pending key, next, promote, rollback, history (one transaction each)
     expiry     the cron's expiry report
     lastcall   LastCall: the call path's one write after a call

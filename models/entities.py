@@ -1,11 +1,20 @@
-"""The Datastore entities (Employee, Address with its slots, Event), their keys and the store's two errors."""
+"""The Datastore entities (Employee, Address with its slots, Event), their keys and the store's errors."""
 
 import datetime
 import re
 
 from google.cloud import ndb
+from google.cloud.datastore import helpers as datastore_helpers
+from google.cloud.ndb import model as ndb_model
 
 from dyncert.errors import InputError
+
+# Datastore refuses an entity over 1 MiB - 4 bytes. One Address holds current, next, previous and the pending
+# key, each of which may be a 256 KiB body: a write is measured before it is attempted (never a 500).
+MAX_ENTITY_BYTES = 1_048_572
+# The serialized protobuf measured here differs from Datastore's own accounting (key with the project id,
+# per-property overhead) by far less than this; an entity's auto_now dates are set after the measure.
+ENTITY_BUDGET = MAX_ENTITY_BYTES - 4096
 
 EMPLOYEE_ID = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 MAX_ADDRESS_ID = 2 ** 53
@@ -22,6 +31,16 @@ class Conflict(Exception):
     def __init__(self, code, message):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+class TooLarge(Exception):
+    """The change would make the record larger than Datastore stores (413 too_large); nothing was written."""
+
+    code = "too_large"
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
 
 
 class Employee(ndb.Model):
@@ -157,8 +176,25 @@ def new_event(key, action, actor, after=None, before=None, public_key=None):
                  fingerprint_sha256=after, previous_fingerprint_sha256=before, public_key_sha256=public_key)
 
 
+def entity_size(entity):
+    """The entity's size as Datastore receives it: its serialized protobuf, in bytes."""
+    return datastore_helpers.entity_to_protobuf(ndb_model._entity_to_ds_entity(entity))._pb.ByteSize()
+
+
+def check_size(entity):
+    """TooLarge, before anything is written, when Datastore would refuse the entity for its size."""
+    size = entity_size(entity)
+    if size > ENTITY_BUDGET:
+        where = "/".join(str(part) for part in entity.key.flat()[1::2]) if entity.key else "this record"
+        raise TooLarge(f"The record for {where} would be {size:,} bytes with this change; Datastore stores at most "
+                       f"{MAX_ENTITY_BYTES:,} bytes per entity (current, next and previous identities and the "
+                       "pending key together). Nothing was changed: remove the next or previous identity, or "
+                       "use a smaller certificate chain or CA bundle.")
+
+
 def save_with_event(entity, event):
-    """Write the entity and its history event (inside the caller's transaction: one commit)."""
+    """Write the entity and its history event (inside the caller's transaction: one commit), or TooLarge."""
+    check_size(entity)
     entity.put()
     event.put()
 

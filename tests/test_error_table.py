@@ -9,7 +9,7 @@ from google.api_core import exceptions as gexc
 import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import base
-from models.entities import Conflict, NotFound
+from models.entities import Conflict, NotFound, TooLarge
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HANDLERS = sorted((ROOT / "handlers").rglob("*.py"))
@@ -24,6 +24,7 @@ HANDLERS = sorted((ROOT / "handlers").rglob("*.py"))
     (Conflict("no_next", "stage first"), 409, "no_next"),
     (Conflict("no_previous", "nothing kept"), 409, "no_previous"),
     (Conflict("no_pending", "csr first"), 409, "no_pending"),
+    (TooLarge("over 1,048,572 bytes"), 413, "too_large"),
     (sealing.RecordTampered("changed"), 409, "record_tampered"),
     (sealing.UnsealError("no kek"), 500, "key_unavailable"),
     (sealing.SealingUnavailable("kms down"), 503, "sealing_unavailable"),
@@ -72,4 +73,5 @@ def test_body_caps_live_in_one_place():
         text = path.read_text()
         assert "len(self.request.body)" not in text and "_BYTES // 1024" not in text, path
         assert "MAX_FORM_BYTES" not in text and "MAX_BODY_BYTES" not in text, path
-        assert not [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Constant) and n.value == 413], path
+        if path.name != "base.py":  # its table answers a store's TooLarge with 413 too; it measures no body
+            assert not [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Constant) and n.value == 413], path
