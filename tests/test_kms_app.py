@@ -396,3 +396,14 @@ def test_the_detail_page_says_the_key_never_leaves_kms(admin, kms, world):
     admin.delete(URL + "/next", status=404)
     page = admin.get("/admin/employees/asalieri/addresses/1").text
     assert "sealed at rest, never shown" in page and name not in page
+
+
+def test_a_misspelt_kms_field_is_named_and_nothing_is_created(admin, kms, world):
+    name = kms.add_key(Algorithm.EC_SIGN_P256_SHA256)
+    body = dict(target(world, None), cert=cert_for(world, public_key_of(kms, name)), kms_keys=name)
+    error = put(admin, URL, body, 400).json["error"]
+    assert error["code"] == "invalid_request" and '"kms_keys"' in error["message"] and '"kms_key"' in error["message"]
+    keys = len(kms.crypto_keys)
+    error = post(admin, URL + "/csr", {"key_locaton": "cloud_kms", "subject": {"CN": "x"}}, status=400).json["error"]
+    assert error["code"] == "invalid_request" and '"key_location"' in error["message"]
+    assert raw_entity() is None and len(kms.crypto_keys) == keys
