@@ -390,6 +390,7 @@ def test_the_detail_page_says_the_key_never_leaves_kms(admin, kms, world):
     page = admin.get("/admin/employees/asalieri/addresses/1").text
     assert "Cloud KMS, HSM: never leaves it" in page and name in page
     assert page.count("never leaves it") == 3  # the certificate card, the current slot, the pending key
+    assert f"the local stand-in at 127.0.0.1:{kms.port}" in page  # KMS_ENDPOINT set: labelled as a stand-in
     assert "PRIVATE KEY" not in page
     # The twin: a key sealed in Datastore says so, and nothing about KMS.
     put(admin, URL, dict(target(world, None), **sealed_identity(world)), 200)
