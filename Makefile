@@ -56,7 +56,16 @@ test313:
 QUICK ?=
 BENCH_ARGS ?=
 
-bench: $(STAMP)
+# The `peers` group's niquests lives in .venv-peers: urllib3-future's wheel replaces urllib3 where installed.
+VENV_PEERS := .venv-peers
+STAMP_PEERS := $(VENV_PEERS)/.installed-$(shell cat bench/requirements-peers.txt | sha1sum | cut -c1-12)
+
+$(STAMP_PEERS): bench/requirements-peers.txt
+	test -x $(VENV_PEERS)/bin/python || $(VENV)/bin/python -m venv $(VENV_PEERS)
+	$(VENV_PEERS)/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements-peers.txt
+	rm -f $(VENV_PEERS)/.installed-* && touch $@
+
+bench: $(STAMP) $(STAMP_PEERS)
 	$(VENV)/bin/python -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 bench-quick:

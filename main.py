@@ -8,6 +8,7 @@ import webapp2
 from google.cloud import ndb
 
 import applog
+import globalcache
 import settings as settings_module
 from handlers import routes
 from handlers.base import SECURITY_HEADERS, Response
@@ -26,11 +27,12 @@ HSTS = "max-age=31536000; includeSubDomains"  # App Engine serves HTTPS only: br
 class NdbContextMiddleware:
     """Run each request inside an ndb client context (python-docs-samples pattern)."""
 
-    def __init__(self, wsgi_app, client_factory=ndb.Client, hsts=False):
+    def __init__(self, wsgi_app, client_factory=ndb.Client, hsts=False, global_cache=None):
         self.wsgi_app = wsgi_app
         self._client_factory = client_factory
         self._client = None
         self.hsts = hsts
+        self.global_cache = global_cache  # ndb's RedisCache, or None: every read goes to Datastore
 
     @property
     def client(self):
@@ -49,9 +51,14 @@ class NdbContextMiddleware:
         refusal = _limit_body(environ)
         if refusal:
             return _error(start_response, *refusal)
-        # Caching off: entities hold sealed keys and must be re-read after rotation.
-        with self.client.context(cache_policy=False, global_cache_policy=False):
+        with self._context():
             return self.wsgi_app(environ, start_response)
+
+    def _context(self):
+        """This request's ndb context: no in-memory cache; the Redis global cache when configured."""
+        # ndb locks an entity's cached copy before each write and re-reads Datastore inside
+        # transactions, so a rotation through one instance is what every other one reads next.
+        return globalcache.ndb_context(self.client, self.global_cache)
 
 
 def _utf8_path(environ):
@@ -131,7 +138,8 @@ def create_app(settings=None):
     wsgi.error_handlers[404] = routes.not_found
     wsgi.error_handlers[405] = routes.method_not_allowed
     wsgi.error_handlers[500] = routes.server_error
-    middleware = NdbContextMiddleware(applog.TraceMiddleware(wsgi), hsts=settings.on_app_engine)
+    middleware = NdbContextMiddleware(applog.TraceMiddleware(wsgi), hsts=settings.on_app_engine,
+                                      global_cache=globalcache.from_settings(settings))
     middleware.webapp = wsgi
     return middleware
 

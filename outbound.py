@@ -4,6 +4,7 @@ The call path touches Datastore twice: the handler's one read before (models.sto
 and, after, the LastCall write (models.lastcall.record_call); dyncert does the rest.
 """
 
+import dataclasses
 import functools
 import io
 import logging
@@ -136,6 +137,8 @@ def fetch(url, settings):
     except ValueError:
         raise InputError("invalid_target", "The URL's port must be 1-65535.") from None
     target = targets.validate_target(parts.hostname, port)
+    if allowed(settings) is None:  # a free URL: this host's network only where ALLOWED_TARGETS names it
+        target = dataclasses.replace(target, public_only=True)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     ctx = server_only_context(settings.https_verify, settings.ca_file)
     return _logged("fetch", None, lambda: calls.https_request(

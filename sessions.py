@@ -7,6 +7,7 @@ import math
 import re
 import secrets
 
+from google.api_core import exceptions
 from google.cloud import ndb
 
 SESSION_SECONDS = 8 * 3600   # a working day; then sign in again
@@ -14,8 +15,11 @@ FREE_ATTEMPTS = 3            # wrong tokens allowed before the first delay
 FIRST_DELAY = 10             # seconds after the first failure beyond those; doubled per further one
 MAX_DELAY = 15 * 60          # ... up to this many seconds
 FORGET_AFTER = 3600          # failures older than this are forgotten
+# Wrong credentials counted from all addresses together before every wrong one waits (right ones never do).
+GLOBAL_CAP = 100
 # A counter idle this long is past any lockout (retry_at <= last + MAX_DELAY) and forgotten anyway.
 PURGE_IDLE = max(FORGET_AFTER, MAX_DELAY)
+PURGE_BATCH = 500  # counters deleted per Datastore call (a commit takes at most 500 mutations)
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 UTC = datetime.timezone.utc
 
@@ -34,7 +38,7 @@ class SignInAttempts(ndb.Model):
     """Wrong tokens sent from one client address (its id is a hash of the address)."""
 
     failures = ndb.IntegerProperty(indexed=False, default=0)
-    last = ndb.DateTimeProperty(tzinfo=UTC)  # indexed: the daily cron deletes idle counters
+    last = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)  # the daily purge reads every counter: no index
     retry_at = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
 
 
@@ -90,11 +94,23 @@ def purge_expired(now=None):
 
 
 def purge_idle_attempts(now=None):
-    """Delete sign-in counters idle longer than PURGE_IDLE (deleting one changes no answer); returns how many."""
+    """Delete sign-in counters idle longer than PURGE_IDLE (deleting one changes no answer); returns how many.
+
+    Every counter is read, not queried by `last`: counters written before `last` was indexed are
+    invisible to such a query and would stay forever. The scan stays small: the previous run left
+    only counters active within PURGE_IDLE of it, so it reads about a day's failing addresses.
+    """
     cutoff = _now(now) - datetime.timedelta(seconds=PURGE_IDLE)
-    keys = SignInAttempts.query(SignInAttempts.last < cutoff).fetch(keys_only=True)
-    ndb.delete_multi(keys)
+    keys = [record.key for record in SignInAttempts.query().iter() if _idle(record, cutoff)]
+    for start in range(0, len(keys), PURGE_BATCH):
+        ndb.delete_multi(keys[start:start + PURGE_BATCH])
     return len(keys)
+
+
+def _idle(record, cutoff):
+    """True if a counter last mattered before `cutoff` (its last failure, else its lockout's end, else never)."""
+    since = record.last or record.retry_at
+    return since is None or since < cutoff
 
 
 def delay_after(failures):
@@ -108,30 +124,65 @@ def _attempts_key(address):
     return ndb.Key(SignInAttempts, hashlib.sha256((address or "unknown").encode()).hexdigest())
 
 
-def retry_after(address, now=None):
-    """Seconds before `address` may try a token again (0: now)."""
-    record = _attempts_key(address).get()
+def _everyone_key():
+    """The counter of all addresses together: an id no sha256 hex digest can take."""
+    return ndb.Key(SignInAttempts, "all-addresses")
+
+
+def _seconds_until(record, now):
     if record is None or record.retry_at is None:
         return 0
-    return max(0, math.ceil((record.retry_at - _now(now)).total_seconds()))
+    return max(0, math.ceil((record.retry_at - now).total_seconds()))
+
+
+def retry_after(address, now=None):
+    """Seconds before `address` may try a token again (0: now)."""
+    return _seconds_until(_attempts_key(address).get(), _now(now))
+
+
+def _counted(record, key, now):
+    """`record` with one more failure (a fresh one when missing or forgotten)."""
+    if record is None or record.last is None or (now - record.last).total_seconds() > FORGET_AFTER:
+        record = SignInAttempts(key=key, failures=0)
+    record.failures += 1
+    record.last = now
+    return record
 
 
 @ndb.transactional()
 def failed(address, now=None):
     """Count a wrong token from `address`; returns the seconds it must now wait."""
     now = _now(now)
-    key = _attempts_key(address)
-    record = key.get()
-    if record is None or record.last is None or (now - record.last).total_seconds() > FORGET_AFTER:
-        record = SignInAttempts(key=key, failures=0)
-    record.failures += 1
-    record.last = now
+    record = _counted(_attempts_key(address).get(), _attempts_key(address), now)
     delay = delay_after(record.failures)
     record.retry_at = now + datetime.timedelta(seconds=delay)
     record.put()
     return delay
 
 
-def succeeded(address):
-    """A right token: the address starts afresh."""
-    _attempts_key(address).delete()
+@ndb.transactional()
+def _charge(address, now):
+    key, everyone_key = _attempts_key(address), _everyone_key()
+    record, everyone = ndb.get_multi([key, everyone_key])
+    wait = max(_seconds_until(record, now), _seconds_until(everyone, now))
+    if wait:
+        return False, wait  # nothing written: a locked address costs one read
+    record, everyone = _counted(record, key, now), _counted(everyone, everyone_key, now)
+    delay = delay_after(record.failures)
+    record.retry_at = now + datetime.timedelta(seconds=delay)
+    everyone.retry_at = now + datetime.timedelta(seconds=FORGET_AFTER) if everyone.failures >= GLOBAL_CAP else None
+    ndb.put_multi([record, everyone])
+    return True, delay
+
+
+def charge(address, now=None):
+    """Check and count one wrong credential from `address` in one transaction: (counted, seconds to wait).
+
+    Not counted (False) while the address or everyone waits: the caller answers 429 and nothing
+    about the credential. A transaction that loses every retry to contention counts as waiting.
+    """
+    now = _now(now)
+    try:
+        return _charge(address, now)
+    except (exceptions.Aborted, exceptions.Conflict):  # contention outlasted ndb's retries
+        return False, FIRST_DELAY

@@ -1,11 +1,16 @@
 """Application settings read once from the environment."""
 
+import math
 import os
 import secrets
+import string
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MIN_ADMIN_TOKEN = 16  # characters: a shorter token is within reach of guessing, however slow sign-in is
+# Bits an admin token must carry: out of reach of any guessing rate, so the sign-in limiter can let
+# the right token in while an attacker is locked out (handlers/auth.check_credential).
+MIN_TOKEN_BITS = 128
+_CHARSETS = (string.ascii_lowercase, string.ascii_uppercase, string.digits, string.punctuation)
 
 
 class SettingsError(ValueError):
@@ -39,6 +44,8 @@ class Settings:
     connect_timeout: float = 5.0
     io_timeout: float = 10.0
     call_deadline: float = 30.0
+    redis_cache_url: str = ""  # unset: no global cache (every entity read goes to Datastore)
+    redis_timeout: float = 0.5
 
 
 def from_environ(environ=None, **overrides):
@@ -64,6 +71,10 @@ def from_environ(environ=None, **overrides):
         io_timeout=float(env.get("IO_TIMEOUT", "10")),
         # No outbound call lasts longer, however slowly the peer sends (each read has io_timeout too).
         call_deadline=float(env.get("CALL_DEADLINE", "30")),
+        # ndb's global cache on Redis (Memorystore): identities read from it, not from Datastore, on every call.
+        redis_cache_url=env.get("REDIS_CACHE_URL", ""),
+        # A Redis that stops answering must cost a call this long at most, not redis-py's 5 s default.
+        redis_timeout=float(env.get("REDIS_TIMEOUT", "0.5")),
     )
     secret = env.get("SESSION_SECRET")
     if secret:
@@ -72,11 +83,27 @@ def from_environ(environ=None, **overrides):
     return Settings(**values)
 
 
+def token_bits(token):
+    """Estimated entropy of a random token: length x log2(the character classes it draws from).
+
+    Lower case, upper case, digits and ASCII punctuation count whole once any of their characters
+    appears; anything else counts as one more class of 128 (an estimate, not a proof of randomness).
+    """
+    pool = sum(len(chars) for chars in _CHARSETS if any(c in chars for c in token))
+    if any(not any(c in chars for chars in _CHARSETS) for c in token):
+        pool += 128
+    return len(token) * math.log2(pool) if pool > 1 else 0.0
+
+
 def check(settings):
     """Refuse to start with an unsafe setting; returns `settings`."""
-    if settings.admin_token and len(settings.admin_token) < MIN_ADMIN_TOKEN:
-        raise SettingsError(f"ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters, found "
-                            f"{len(settings.admin_token)}; unset it and `make run` generates one.")
+    if settings.admin_token:
+        bits = token_bits(settings.admin_token)
+        if bits < MIN_TOKEN_BITS:
+            raise SettingsError(f"ADMIN_TOKEN must carry at least {MIN_TOKEN_BITS} bits of entropy; this one has "
+                                f"about {bits:.0f} ({len(settings.admin_token)} characters from the classes it uses). "
+                                f"Unset it and `make run` generates one (256 bits), or use "
+                                f"`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`.")
     if settings.kms_protection not in KMS_PROTECTIONS:
         raise SettingsError(f"KMS_PROTECTION must be one of {', '.join(KMS_PROTECTIONS)}, "
                             f"found {settings.kms_protection[:40]!r}.")

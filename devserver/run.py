@@ -68,11 +68,11 @@ def admin_token(local_dir, environ=None):
     try:
         with open(path) as f:
             token = f.read().strip()
-        if len(token) >= 32:
+        if settings.token_bits(token) >= settings.MIN_TOKEN_BITS:
             return token, path
     except FileNotFoundError:
         pass
-    token = secrets.token_urlsafe(32)  # 43 characters: far above any minimum length
+    token = secrets.token_urlsafe(32)  # 256 random bits: twice the minimum
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
@@ -204,9 +204,10 @@ def main():
         print(f"make run: {PortTaken(port)}", file=sys.stderr)
         return 1
     token, token_source = admin_token(LOCAL)
-    if len(token) < settings.MIN_ADMIN_TOKEN:  # the app refuses it at start: say so before starting anything
-        print(f"make run: ADMIN_TOKEN must be at least {settings.MIN_ADMIN_TOKEN} characters, found "
-              f"{len(token)}; unset it and the token kept in local/admin-token is used.", file=sys.stderr)
+    try:  # the app refuses a weak token at start: say so before starting anything
+        settings.check(settings.from_environ({}, admin_token=token))
+    except settings.SettingsError as e:
+        print(f"make run: {e}", file=sys.stderr)
         return 1
     run_id = secrets.token_hex(16)
     stack = Stack()
@@ -258,7 +259,9 @@ def main():
                       checks only that you hold its key, and answers with what it saw)
   KMS demo identity:  {kms_demo}
                       (KMS stand-in on {env['KMS_ENDPOINT']})
-  Datastore emulator: {env['DATASTORE_EMULATOR_HOST']}
+  Datastore emulator: {env['DATASTORE_EMULATOR_HOST']} (loopback, but WITHOUT authentication: every user
+                      of this machine can read and write it - sessions, sign-in counters, history.
+                      Run `make run` on a machine only you use; see README's security model.)
   Logs:               {os.path.join(LOCAL, "*.log")}
 
   Sign in at {base}/signin with the token, or:

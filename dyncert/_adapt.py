@@ -6,10 +6,10 @@ import collections
 import os
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Union, cast
 
-from . import calls
+from . import calls, targets
 from .context import AnyIdentity, ContextCache, load_trust, parse_tls_version
 from .errors import DyncertError, InputError
 from .identity import ClientIdentity
@@ -19,6 +19,7 @@ from .targets import Target
 IdentitySource = Union[AnyIdentity, Callable[[], AnyIdentity]]
 CaCerts = Union[str, bytes, "os.PathLike[str]", None]
 TlsVersion = Union[str, ssl.TLSVersion, None]
+Hosts = Union[str, Iterable[str], None]
 
 # Identities kept per adapter (contexts, and httpx transports): enough for a provider that picks among
 # a few dozen identities per request; the least recently used one beyond that is closed.
@@ -110,6 +111,34 @@ class Identities:
             else:
                 self._shared.move_to_end(id(context))
         return identity, cast(ssl.SSLContext, found[1])
+
+
+class HostList:
+    """The hosts an adapter presents its certificate to (ALLOWED_TARGETS' syntax); None: any host."""
+
+    def __init__(self, hosts: Hosts) -> None:
+        if hosts is None:
+            self.patterns: list[str] | None = None
+            return
+        hosts = [hosts] if isinstance(hosts, str) else list(hosts)
+        if not all(isinstance(host, str) for host in hosts):
+            raise InputError("invalid_target", "Expected hosts= as host names (or 'host:port', '*.example.com').")
+        try:
+            self.patterns = targets.parse_allowed(hosts)
+        except ValueError as e:
+            raise InputError("invalid_target", "hosts=: " + str(e).removeprefix("ALLOWED_TARGETS: ")) from None
+        if self.patterns is None:
+            raise InputError("invalid_target", "Expected at least one host in hosts= (None allows any host).")
+
+    def check(self, scheme: str, host: str, port: int | None) -> None:
+        """InputError target_not_allowed for a host off the list: raised before any connection is made."""
+        port = port or (443 if scheme == "https" else 80)
+        if self.patterns is None or targets.host_allowed(host, port, self.patterns):
+            return
+        shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        raise InputError("target_not_allowed", f"This adapter presents its client certificate only to "
+                         f"{', '.join(self.patterns)} (hosts=); refused {scheme}://{shown}:{port} before "
+                         "connecting (a redirect or a mount prefix may lead elsewhere).")
 
 
 def attach_code(exc: BaseException, host: str, port: int) -> DyncertError:

@@ -28,7 +28,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import der, pbe
+from . import der, pbe, reuse
 from .errors import InputError
 from .identity import ClientIdentity, PemText, parse_ca_bundle
 
@@ -486,6 +486,9 @@ def client_context(identity: "AnyIdentity", ca_certs: CaCerts | None = None,
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.0 and 1.1 are deprecated (RFC 8996)
     # A trusted intermediate is a trust anchor, as uploaded partner bundles expect (Python 3.13's default too).
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    # Apache's SSLVerifyClient inside a <Location> asks for the certificate after a TLS 1.3 handshake:
+    # without this offer it answers 403 "Cannot perform Post-Handshake Authentication" (RFC 8446 4.6.2).
+    ctx.post_handshake_auth = True
     if version is not None:
         ctx.minimum_version = ctx.maximum_version = version
     load_trust(ctx, ca_certs)
@@ -548,16 +551,22 @@ class ContextCache:
                 return ctx
             self.misses += 1
         ctx = client_context(identity, ca_certs, version)
+        dropped = []
         with self._lock:
             existing = self._entries.get(key)
             if existing is not None:  # another thread built it meanwhile: everyone shares one
                 self._entries.move_to_end(key)
                 return existing
+            dropped = []
             if self.maxsize > 0:
                 self._entries[key] = ctx
                 while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
+                    dropped.append(self._entries.popitem(last=False)[1])
                     self.evictions += 1
+            else:
+                dropped.append(ctx)  # never asked for again: a pool kept on it would only leak
+        for old in dropped:
+            reuse.forget(old)  # its kept-alive pools would otherwise keep it (and their sockets) forever
         return ctx
 
     def stats(self) -> dict[str, int]:
@@ -569,8 +578,11 @@ class ContextCache:
     def clear(self) -> None:
         """Drop every entry and reset the counters."""
         with self._lock:
+            dropped = list(self._entries.values())
             self._entries.clear()
             self.hits = self.misses = self.evictions = 0
+        for old in dropped:
+            reuse.forget(old)
 
 
 _default_cache: ContextCache | None = None

@@ -91,7 +91,12 @@ def uri(value: object) -> str:
     """An absolute URI (scheme and a host or path), ASCII, no spaces or control characters."""
     text = value if isinstance(value, str) else ""
     ok = 0 < len(text) <= MAX_URI and text.isascii() and not CONTROL.search(text) and " " not in text
-    parts = urllib.parse.urlsplit(text) if ok else None
+    try:
+        parts = urllib.parse.urlsplit(text) if ok else None
+        if parts is not None:
+            parts.port  # noqa: B018  (urlsplit checks brackets, .port the port: each raises ValueError)
+    except ValueError:  # "http://[::1": an unclosed IPv6 literal
+        parts = None
     if not parts or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*$", parts.scheme or "") or not (parts.netloc or parts.path):
         raise InputError("invalid_request", f"Expected an absolute ASCII URI (scheme:...) of at most {MAX_URI} "
                                             f"characters in 'san.uri', found {str(value)[:80]!r}.")

@@ -1,25 +1,27 @@
 """httpx transports presenting a ClientIdentity (or the current one from a provider) on every request.
 
-    client = httpx.Client(transport=ClientCertTransport(lambda: load_identity()))
-    client = httpx.AsyncClient(transport=AsyncClientCertTransport(identity, ca_certs=partner_ca))
+    client = httpx.Client(transport=ClientCertTransport(lambda: load_identity(), hosts=["partner.example"]))
+    client = httpx.AsyncClient(transport=AsyncClientCertTransport(identity, ca_certs=partner_ca,
+                                                                  hosts=["partner.example"]))
 
 Each request asks the provider for the identity and sends through the httpx transport of the
 context presenting it (one per identity, LRU-bounded): a rotated certificate is used on the
 next request, and a pooled connection only ever serves the identity it was opened with.
+A transport is leased until its response is closed: the LRU evicts (and closes) idle ones only.
 """
 
 from __future__ import annotations
 
-import collections
 import ssl
-import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import httpx
 
-from ._adapt import CACHE_SIZE, CaCerts, Identities, IdentitySource, TlsVersion, attach_code, dyncert_error
+from ._adapt import (CACHE_SIZE, CaCerts, HostList, Hosts, Identities, IdentitySource, TlsVersion, attach_code,
+                     dyncert_error)
 from .errors import InputError
+from .leases import Lease, LeasedLRU
 
 __all__ = ["AsyncClientCertTransport", "ClientCertTransport", "dyncert_error"]
 
@@ -36,37 +38,73 @@ def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _check_host(hosts: HostList, request: httpx.Request) -> None:
+    """Refuse a host off the list (target_not_allowed) before the provider is asked or anything connects."""
+    hosts.check(request.url.scheme, request.url.raw_host.decode("ascii"), request.url.port)
+
+
 class _PerIdentity(Generic[_T]):
-    """An LRU of transports by identity content, each built on the context presenting that identity."""
+    """Transports by identity content, each built on the context presenting that identity, leased per request."""
 
     def __init__(self, identity: IdentitySource, ca_certs: CaCerts, tls_version: TlsVersion,
                  alpn: list[str] | None) -> None:
         self.identities = Identities(identity, ca_certs, tls_version, alpn)
-        self._lock = threading.Lock()
-        self._transports: collections.OrderedDict[str, _T] = collections.OrderedDict()
+        self._transports: LeasedLRU[str, _T] = LeasedLRU(CACHE_SIZE)
 
-    def get(self, make: Callable[[ssl.SSLContext], _T]) -> tuple[_T, list[_T]]:
-        """The current identity's transport (made by make(context) on first use), and those evicted."""
+    def get(self, make: Callable[[ssl.SSLContext], _T]) -> tuple[Lease[_T], list[_T]]:
+        """A lease on the current identity's transport (made by make(context) on first use), and idle ones evicted."""
         identity, context = self.identities.context()
-        key: str = identity.content_id
-        with self._lock:
-            found = self._transports.get(key)
-            if found is not None:
-                self._transports.move_to_end(key)
-                return found, []
-            made: _T = make(context)
-            self._transports[key] = made
-            evicted = []
-            while len(self._transports) > CACHE_SIZE:
-                evicted.append(self._transports.popitem(last=False)[1])
-            return made, evicted
+        return self._transports.acquire(identity.content_id, lambda: make(context))
+
+    def release(self, lease: Lease[_T]) -> list[_T]:
+        """Give the lease back; the idle transports to close now."""
+        return self._transports.release(lease)
 
     def drain(self) -> list[_T]:
         """Forget every transport; return them to be closed."""
-        with self._lock:
-            transports = list(self._transports.values())
-            self._transports.clear()
-            return transports
+        return self._transports.drain()
+
+
+class _LeasedStream(httpx.SyncByteStream):
+    """A response body that gives its transport's lease back when closed (httpx closes every response)."""
+
+    def __init__(self, stream: httpx.SyncByteStream, release: Callable[[], None]) -> None:
+        self._stream, self._release = stream, release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._stream)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            release, self._release = self._release, _nothing
+            release()
+
+
+class _AsyncLeasedStream(httpx.AsyncByteStream):
+    """The asyncio form of _LeasedStream."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], Any]) -> None:
+        self._stream, self._release = stream, release
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            release, self._release = self._release, _nothing_async
+            await release()
+
+
+def _nothing() -> None:
+    """A lease already given back."""
+
+
+async def _nothing_async() -> None:
+    """A lease already given back."""
 
 
 class ClientCertTransport(httpx.BaseTransport):
@@ -75,11 +113,15 @@ class ClientCertTransport(httpx.BaseTransport):
     identity: a ClientIdentity, or a zero-argument function returning the current one (asked per request).
     ca_certs: PEM text or a CA file/directory path trusted for the peer (default: dyncert's default trust).
     tls_version: None/'TLS' (1.2 or newer), 'TLSv1_2' or 'TLSv1_3'.
+    hosts: the hosts the certificate is presented to ('host', 'host:port', '*.example.com'); a request to
+        any other (a redirect elsewhere) is refused, InputError target_not_allowed, before connecting.
+        None (the default) presents it to any host.
     Other keyword arguments go to httpx.HTTPTransport (limits, http2, retries, proxy, ...).
     """
 
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
-                 **kwargs: Any) -> None:
+                 hosts: Hosts = None, **kwargs: Any) -> None:
+        self._hosts = HostList(hosts)
         self._kwargs = _transport_kwargs(kwargs)
         # Threads share the transport: the context is handed over as a SharedContext (see _adapt).
         alpn = ["http/1.1", "h2"] if kwargs.get("http2") else ["http/1.1"]  # what httpcore sets per connection
@@ -87,14 +129,24 @@ class ClientCertTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""
-        transport, evicted = self._per_identity.get(lambda ctx: httpx.HTTPTransport(verify=ctx, **self._kwargs))
-        for old in evicted:
-            old.close()
+        _check_host(self._hosts, request)
+        lease, idle = self._per_identity.get(lambda ctx: httpx.HTTPTransport(verify=ctx, **self._kwargs))
+        self._close(idle)
         try:
-            return transport.handle_request(request)
-        except httpx.TransportError as e:
-            attach_code(e, request.url.host, request.url.port or 443)
+            response = lease.value.handle_request(request)
+        except BaseException as e:
+            self._close(self._per_identity.release(lease))
+            if isinstance(e, httpx.TransportError):
+                attach_code(e, request.url.host, request.url.port or 443)
             raise
+        assert isinstance(response.stream, httpx.SyncByteStream)  # what HTTPTransport returns
+        response.stream = _LeasedStream(response.stream, lambda: self._close(self._per_identity.release(lease)))
+        return response
+
+    @staticmethod
+    def _close(transports: list[httpx.HTTPTransport]) -> None:
+        for transport in transports:
+            transport.close()
 
     def close(self) -> None:
         """Close every pooled connection of every identity."""
@@ -106,7 +158,8 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
     """The asyncio/trio form of ClientCertTransport (same arguments; kwargs go to httpx.AsyncHTTPTransport)."""
 
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
-                 **kwargs: Any) -> None:
+                 hosts: Hosts = None, **kwargs: Any) -> None:
+        self._hosts = HostList(hosts)
         self._kwargs = _transport_kwargs(kwargs)
         # One event loop makes connections one at a time: the real context (anyio's fast path needs it).
         self._per_identity: _PerIdentity[httpx.AsyncHTTPTransport] = _PerIdentity(identity, ca_certs, tls_version,
@@ -114,10 +167,21 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the current identity's transport; failures keep httpx's types, dyncert's code in the cause."""
-        transport, evicted = self._per_identity.get(
-            lambda ctx: httpx.AsyncHTTPTransport(verify=ctx, **self._kwargs))
-        for old in evicted:
-            await old.aclose()
+        _check_host(self._hosts, request)
+        lease, idle = self._per_identity.get(lambda ctx: httpx.AsyncHTTPTransport(verify=ctx, **self._kwargs))
+        await self._close(idle)
+        try:
+            response = await self._send(lease.value, request)
+        except BaseException:
+            await self._close(self._per_identity.release(lease))
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # what AsyncHTTPTransport returns
+        response.stream = _AsyncLeasedStream(response.stream,
+                                             lambda: self._close(self._per_identity.release(lease)))
+        return response
+
+    @staticmethod
+    async def _send(transport: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
         try:
             return await transport.handle_async_request(request)
         except httpx.TransportError as e:
@@ -130,6 +194,11 @@ class AsyncClientCertTransport(httpx.AsyncBaseTransport):
             error.__cause__ = e
             attach_code(error, request.url.host, request.url.port or 443)
             raise error from error.__cause__
+
+    @staticmethod
+    async def _close(transports: list[httpx.AsyncHTTPTransport]) -> None:
+        for transport in transports:
+            await transport.aclose()
 
     async def aclose(self) -> None:
         """Close every pooled connection of every identity."""

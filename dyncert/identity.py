@@ -394,7 +394,7 @@ class ClientIdentity:
                              f"found {len(data)}.")
         secret = _password(password)
         try:
-            pbe.check_pkcs12(data)
+            pbe.check_pkcs12(data, _pkcs12_passwords(secret))
         except pbe.CostError as e:
             raise InputError("invalid_pkcs12", str(e)) from e
         p12 = _open_pkcs12(data, secret)
@@ -502,6 +502,11 @@ class ClientIdentity:
         }
 
 
+def _pkcs12_passwords(secret: bytes | None) -> list[bytes | None]:
+    """The passwords load_pkcs12 is tried with, in order (pbe.check_pkcs12 checks what each opens)."""
+    return [None, b""] if secret is None else [secret, None, b""]
+
+
 def _open_pkcs12(data: bytes, secret: bytes | None) -> pkcs12.PKCS12KeyAndCertificates:
     """load_pkcs12 with our error codes.
 
@@ -511,7 +516,7 @@ def _open_pkcs12(data: bytes, secret: bytes | None) -> pkcs12.PKCS12KeyAndCertif
     Leniency: a file exported with an empty password opens with none given, and a password
     given for a file without one is ignored (as for PEM keys).
     """
-    tries = [None, b""] if secret is None else [secret, None, b""]
+    tries = _pkcs12_passwords(secret)
     error = None
     for attempt in tries:
         try:

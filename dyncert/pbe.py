@@ -1,13 +1,14 @@
 """Password-based encryption: its cost checked before anything derives, and PKCS#8 sealed by hand (RSA-PSS)."""
 
 import os
+from collections.abc import Sequence
 from typing import TypeAlias, cast
 
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from . import der
+from . import der, safecontents
 
 OID_RSASSA_PSS = bytes.fromhex("2a864886f70d01010a")
 OID_PBES2 = bytes.fromhex("2a864886f70d01050d")
@@ -207,11 +208,12 @@ def check_encrypted_pkcs8(block: bytes) -> None:
         return
 
 
-def check_pkcs12(data: bytes) -> None:
-    """Check a PKCS#12's MAC and every visible encryption before anything derives; CostError if too costly.
+def check_pkcs12(data: bytes, passwords: Sequence[bytes | None] = (None,)) -> None:
+    """Check a PKCS#12's MAC and every encryption before OpenSSL derives; CostError if too costly.
 
-    Known gap: a shrouded key bag inside an *encrypted* SafeContents is out of sight until
-    decrypted (OpenSSL, Java, Windows and cryptography put the key bag in plain `data`).
+    Key bags inside an *encrypted* SafeContents are reached too: its own cost is checked, then it
+    is opened here with each password load_pkcs12 will try, and the bags inside are checked.
+    A layout we cannot open (an algorithm safecontents does not know) is refused, not passed on.
     """
     try:
         pfx = _seq(_tree(data)[:2])
@@ -228,12 +230,35 @@ def check_pkcs12(data: bytes) -> None:
             if info[0][1] == _OID_DATA:
                 _check_bags(_tree(_explicit_octets(info[1]))[:2], 0)
             elif info[0][1] == _OID_ENCRYPTED_DATA:
-                encrypted = _seq(_first(info[1]))  # [0] EXPLICIT EncryptedData
-                check_algorithm(_seq(encrypted[1])[1], "The PKCS#12 file's encrypted certificates")
+                content = _seq(_seq(_first(info[1]))[1])  # [0] EXPLICIT EncryptedData -> EncryptedContentInfo
+                check_algorithm(content[1], "The PKCS#12 file's encrypted certificates")
+                _check_encrypted_bags(content, passwords)
     except CostError:
         raise
     except (ValueError, IndexError, TypeError):
         return  # not the shape we know: load_pkcs12 decides
+
+
+def _check_encrypted_bags(content: list[Node], passwords: Sequence[bytes | None]) -> None:
+    """Open an EncryptedContentInfo (its cost already checked) with each password; check the bags inside."""
+    algorithm = _seq(content[1])
+    oid, params = algorithm[0][1], algorithm[1][1]
+    if not isinstance(oid, bytes) or not isinstance(params, list) or len(content) < 3:
+        raise ValueError("expected an algorithm and its parameters")
+    ciphertext = content[2][1]  # [0] IMPLICIT OCTET STRING: primitive, or constructed (BER) pieces
+    if isinstance(ciphertext, list):
+        ciphertext = b"".join(piece for _, piece in ciphertext if isinstance(piece, bytes))
+    for password in passwords:
+        try:
+            plain = safecontents.decrypt(oid, list(params), ciphertext, password)
+            bags = _tree(plain)[:2]
+        except safecontents.UnopenableLayout as e:
+            raise CostError(f"The PKCS#12 file holds an encrypted SafeContents ({e}) that cannot be opened "
+                            "before OpenSSL derives the keys of the bags inside it; export the file again "
+                            "with AES or triple DES (OpenSSL 3's default is AES-256).") from None
+        except (ValueError, IndexError, TypeError):
+            continue  # this password does not open it: neither will OpenSSL, which then derives nothing inside
+        _check_bags(bags, 0)
 
 
 def _check_bags(node: Node, depth: int) -> None:

@@ -1,7 +1,11 @@
 """requests adapter presenting a ClientIdentity (or the current one from a provider) on every request.
 
     session = requests.Session()
-    session.mount("https://partner.example/", ClientCertAdapter(lambda: load_identity()))
+    session.mount("https://partner.example/", ClientCertAdapter(lambda: load_identity(), hosts=["partner.example"]))
+
+requests picks the adapter whose mount prefix starts the URL: end the prefix with '/', or
+"https://partner.example" also serves https://partner.example.evil.example/. hosts= refuses
+every other host whatever the mount or a redirect says.
 
 Each request asks the provider for the identity, takes the context presenting it from a
 content-keyed cache, and uses the urllib3 pool of that context: a rotated certificate is
@@ -22,7 +26,7 @@ import urllib3.util
 from requests.models import PreparedRequest, Response
 from urllib3.connectionpool import HTTPConnectionPool
 
-from ._adapt import CaCerts, Identities, IdentitySource, TlsVersion, attach_code, dyncert_error
+from ._adapt import CaCerts, HostList, Hosts, Identities, IdentitySource, TlsVersion, attach_code, dyncert_error
 from .errors import InputError
 
 __all__ = ["ClientCertAdapter", "dyncert_error"]
@@ -51,11 +55,15 @@ class ClientCertAdapter(requests.adapters.HTTPAdapter):
     identity: a ClientIdentity, or a zero-argument function returning the current one (asked per request).
     ca_certs: PEM text or a CA file/directory path trusted for the peer (default: dyncert's default trust).
     tls_version: None/'TLS' (1.2 or newer), 'TLSv1_2' or 'TLSv1_3'.
+    hosts: the hosts the certificate is presented to ('host', 'host:port', '*.example.com'); a request to
+        any other (a redirect elsewhere, a URL the mount prefix matches by accident) is refused,
+        InputError target_not_allowed, before connecting. None (the default) presents it to any host.
     Other keyword arguments go to HTTPAdapter (pool_connections, pool_maxsize, max_retries, pool_block).
     """
 
     def __init__(self, identity: IdentitySource, *, ca_certs: CaCerts = None, tls_version: TlsVersion = None,
-                 **kwargs: Any) -> None:
+                 hosts: Hosts = None, **kwargs: Any) -> None:
+        self._hosts = HostList(hosts)
         self._identities = Identities(identity, ca_certs, tls_version, alpn=_URLLIB3_ALPN)
         super().__init__(**kwargs)
 
@@ -74,6 +82,7 @@ class ClientCertAdapter(requests.adapters.HTTPAdapter):
         if host_params["scheme"] != "https":
             raise InputError("invalid_request", f"Expected an https:// URL for a client certificate, "
                              f"found {host_params['scheme']}://.")
+        self._hosts.check(host_params["scheme"], host_params["host"], host_params["port"])
         _, context = self._identities.context()
         # urllib3 sets cert_reqs on the context for each connection: keep it CERT_REQUIRED.
         pool_kwargs = {"ssl_context": context, "cert_reqs": "CERT_REQUIRED"}

@@ -3,11 +3,16 @@
 A context presents exactly one identity (the cache keys it by content), so what is kept on it
 can never serve another identity, and a rotated certificate is a new context: nothing carries
 over. Python itself refuses a session made under another context (ValueError), a second guard.
+
+A pool pushed out of the LRU (or whose context the cache drops) is closed once nothing holds it
+any more, never under a call still using it.
 """
 
 import collections
+import queue
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from typing import TypeVar, cast
 
@@ -25,6 +30,7 @@ class _Reuse:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.forgotten = False  # the cache let the context go: nothing more is kept on it
         self.sessions: collections.OrderedDict[Hashable, ssl.SSLSession] = collections.OrderedDict()
         self.pools: collections.OrderedDict[Hashable, object] = collections.OrderedDict()
 
@@ -36,7 +42,7 @@ def _of(context: ssl.SSLContext) -> _Reuse:
             state = getattr(context, _ATTRIBUTE, None)
             if state is None:
                 state = _Reuse()
-                setattr(context, _ATTRIBUTE, state)  # dies with the context when the cache drops it
+                setattr(context, _ATTRIBUTE, state)  # the cache calls forget() when it drops the context
     return state
 
 
@@ -44,9 +50,47 @@ def _put(mapping: collections.OrderedDict[Hashable, _V], key: Hashable, value: _
     mapping[key] = value
     mapping.move_to_end(key)
     while len(mapping) > MAX_PEERS:
-        _, dropped = mapping.popitem(last=False)
-        if hasattr(dropped, "close"):
-            dropped.close()
+        # Dropped, not closed: a call may hold the pool and not yet its connection (urllib3 raises
+        # ClosedPoolError from a closed pool). Its idle connections close when the pool is collected.
+        mapping.popitem(last=False)
+
+
+def _close_idle_when_collected(made: object) -> None:
+    """Close a pool's idle connections once nothing holds the pool any more (evicted, or its context dropped).
+
+    A call still holding an evicted pool gives its connection back to the pool's idle queue
+    (urllib3's `pool`), so it is closed with the rest, after that call.
+    """
+    idle = getattr(made, "pool", None)
+    if isinstance(idle, queue.Queue):
+        weakref.finalize(made, _close_idle, idle)
+
+
+def _close_idle(idle: "queue.Queue[object]") -> None:
+    """Close every connection waiting in a collected pool's queue."""
+    while True:
+        try:
+            connection = idle.get_nowait()
+        except queue.Empty:
+            return
+        if connection is not None and hasattr(connection, "close"):
+            connection.close()
+
+
+def forget(context: ssl.SSLContext) -> None:
+    """Let go of what is kept on a context its cache dropped, and keep nothing on it from now on.
+
+    The context and its pools hold each other (a pool opens connections with its context), and a
+    pooled SSLSocket's reference to its context is hidden from the cycle collector (CPython's
+    _ssl does not traverse it): left alone, a dropped context, its pools and their sockets would
+    never be freed. Dropped pools close their idle connections now, or after a call still using one.
+    A call that still has the context afterwards gets no pool (None: a connection for that call only).
+    """
+    state = _of(context)
+    with state.lock:
+        state.forgotten = True
+        state.pools.clear()
+        state.sessions.clear()
 
 
 def session(context: ssl.SSLContext, peer: Hashable) -> ssl.SSLSession | None:
@@ -73,6 +117,8 @@ def remember(context: ssl.SSLContext, peer: Hashable, sock: ssl.SSLSocket,
         return False
     state = _of(context)
     with state.lock:
+        if state.forgotten:
+            return False
         _put(state.sessions, peer, current)
     return True
 
@@ -83,10 +129,14 @@ def pool(context: ssl.SSLContext, peer: Hashable, make: Callable[[], _Pool]) -> 
         return None
     state = _of(context)
     with state.lock:
+        if state.forgotten:
+            return None
         found = state.pools.get(peer)
         if found is not None:
             state.pools.move_to_end(peer)
             return cast(_Pool, found)  # made by `make` for this peer key: callers use one kind of pool per key
         made = make()
+        _close_idle_when_collected(made)
         _put(state.pools, peer, made)
         return made
+

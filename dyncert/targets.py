@@ -20,6 +20,10 @@ METADATA_ADDRESSES = frozenset({
     ipaddress.ip_address("fd00:ec2::254"),    # AWS metadata server over IPv6
 })
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: embeds an IPv4 address
+# RFC 8215 local-use NAT64: the operator picks the prefix length (48 or more), so every RFC 6052 layout counts.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+_LOCAL_NAT64_LAYOUTS = (48, 56, 64, 96)
+_SIIT = 0xFFFF0000  # ::ffff:0:0:0/96, RFC 6145's IPv4-translated addresses (>> 32)
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 # One socket.getaddrinfo entry: (family, type, proto, canonname, sockaddr). The sockaddr is Any as in
@@ -34,6 +38,8 @@ class Target:
     host: str
     port: int = 443
     server_hostname: str | None = None
+    # True for free request input (/api/v1/fetch): loopback, private and unspecified answers are refused too.
+    public_only: bool = False
 
     @property
     def sni(self) -> str:
@@ -55,25 +61,48 @@ def _ip(text: str) -> IPAddress | None:
         return None
 
 
-def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address carried inside an IPv6 one (mapped, compatible, 6to4, NAT64), else None."""
+def _rfc6052(ip: ipaddress.IPv6Address, prefix_length: int) -> ipaddress.IPv4Address:
+    """The IPv4 address an RFC 6052 layout of `prefix_length` puts in `ip` (bits 64-71 are the zero u-octet)."""
+    bits = f"{int(ip):0128b}"
+    squeezed = bits[:64] + bits[72:] if prefix_length < 96 else bits
+    return ipaddress.IPv4Address(int(squeezed[prefix_length:prefix_length + 32], 2))
+
+
+def embedded_ipv4(ip: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """Every IPv4 address an IPv6 one may carry (mapped, SIIT, compatible, 6to4, NAT64, Teredo), else ()."""
     if ip.version != 6:
-        return None
+        return ()
+    assert isinstance(ip, ipaddress.IPv6Address)
+    value = int(ip)
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+        return (ip.ipv4_mapped,)
+    if value >> 32 == _SIIT or ip in _NAT64 or (value >> 32 == 0 and value > 0xFFFF):  # or deprecated ::a.b.c.d
+        return (ipaddress.IPv4Address(value & 0xFFFFFFFF),)
     if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64 or (int(ip) >> 32 == 0 and int(ip) > 0xFFFF):  # NAT64, or deprecated ::a.b.c.d
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+        return (ip.sixtofour,)
+    if ip.teredo is not None:  # (server, client): either may be the address reached
+        return ip.teredo
+    if ip in _LOCAL_NAT64:
+        return tuple(_rfc6052(ip, n) for n in _LOCAL_NAT64_LAYOUTS)
+    return ()
+
+
+def _as_ip(ip: str | IPAddress) -> IPAddress:
+    if isinstance(ip, str):
+        return ipaddress.ip_address(ip.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
+    return ip
 
 
 def forbidden_address(ip: str | IPAddress) -> bool:
     """True for link-local (169.254/16, fe80::/10, and IPv4 forms inside IPv6) or a metadata address."""
-    if isinstance(ip, str):
-        ip = ipaddress.ip_address(ip.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
-    inner = _embedded_ipv4(ip)
-    return any(a.is_link_local or a in METADATA_ADDRESSES for a in (ip, inner) if a is not None)
+    ip = _as_ip(ip)
+    return any(a.is_link_local or a in METADATA_ADDRESSES for a in (ip, *embedded_ipv4(ip)))
+
+
+def internal_address(ip: str | IPAddress) -> bool:
+    """True for loopback, private or unspecified addresses (also as IPv4 inside IPv6): this host's network."""
+    ip = _as_ip(ip)
+    return any(a.is_loopback or a.is_private or a.is_unspecified for a in (ip, *embedded_ipv4(ip)))
 
 
 def _is_dns_name(name: str) -> bool:
@@ -187,6 +216,15 @@ def check_allowed(target: Target, allowed: str | Iterable[str] | None) -> Target
     return target
 
 
+def host_allowed(host: str, port: int, allowed: Iterable[str]) -> bool:
+    """True if a URL's host (name in any case, trailing dot, or IP literal) and port match one of `allowed`."""
+    try:
+        host = _normalize_host(host, "host")
+    except InputError:
+        return False  # not a name or address a pattern could list
+    return any(_matches(host, port, pattern) for pattern in allowed)
+
+
 # --- resolution -------------------------------------------------------------------------------
 
 def _getaddrinfo(host: str, port: int, timeout: float) -> Sequence[AddrInfo]:
@@ -230,4 +268,7 @@ def resolve(target: Target, timeout: float) -> Sequence[AddrInfo]:
         if forbidden_address(address):
             raise InputError("target_not_allowed", f"{target.host!r} resolves to {address}, a link-local or "
                              "metadata-server address: calls there are always refused.")
+        if target.public_only and internal_address(address):
+            raise InputError("target_not_allowed", f"{target.host!r} resolves to {address}, a loopback, private "
+                             "or unspecified address: name it in ALLOWED_TARGETS to allow it.")
     return infos

@@ -12,11 +12,18 @@ SESSION_SECONDS = sessions.SESSION_SECONDS
 
 ANONYMOUS = "anonymous"   # no credentials at all -> 401
 FORBIDDEN = "forbidden"   # credentials, but not an admin -> 403
+RATE_LIMITED = "rate_limited"  # a wrong credential while its address (or everyone) waits -> 429
+OK, WRONG = "ok", "wrong"  # what check_credential found
+
+# Authorization: Bearer is read on the JSON API (and the cron job) only: HTML pages never look at it,
+# so they answer alike with and without a valid token, and a guess there is not even compared.
+BEARER_PATHS = ("/api/", "/cron/")
 
 AMBIENT = ("session", "app_engine")  # credentials a browser sends by itself: CSRF rules apply
 STATE_CHANGING = ("POST", "PUT", "DELETE", "PATCH")
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 _SESSION = "dyncert.session"  # environ slot: the session record, looked up once per request
+RETRY_AFTER = "dyncert.retry_after"  # environ slot: seconds a rate-limited caller must wait
 
 
 def token_matches(settings, candidate):
@@ -58,14 +65,34 @@ def current_session(request, settings):
     return request.environ[_SESSION]
 
 
+def check_credential(request, settings, candidate):
+    """(OK | WRONG | RATE_LIMITED, seconds to wait) for an admin token candidate from this request.
+
+    The limiter (sessions.charge) slows wrong guesses per address and caps them for everyone,
+    but the right token is never refused: it is compared in constant time and touches no
+    counter, so an attacker cannot lock the administrator out (nor gain fresh tries by the
+    administrator's success). A wrong one is checked and counted in one transaction; while
+    its address or everyone waits it gets the same 429 as any other wrong one, so a locked
+    address learns nothing but "not the token". What makes guessing hopeless is the
+    token's entropy (settings.check requires 128 bits); the limiter bounds the work and noise.
+    """
+    if token_matches(settings, candidate):
+        return OK, 0
+    counted, wait = sessions.charge(client_address(request, settings))
+    return (WRONG if counted else RATE_LIMITED), wait
+
+
 def identify(request, settings):
-    """Return (principal, how) for an admin, or (None, ANONYMOUS | FORBIDDEN)."""
+    """Return (principal, how) for an admin, or (None, ANONYMOUS | FORBIDDEN | RATE_LIMITED)."""
     header = request.headers.get("Authorization", "")
-    if header:
+    # PATH_INFO as the server gave it (PEP 3333 latin-1): request.path would fail on non-UTF-8 bytes.
+    if header and request.environ.get("PATH_INFO", "").startswith(BEARER_PATHS):
         scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and token_matches(settings, value.strip()):
+        how, wait = check_credential(request, settings, value.strip() if scheme.lower() == "bearer" else None)
+        if how == OK:
             return "admin", "bearer"
-        return None, ANONYMOUS
+        request.environ[RETRY_AFTER] = wait
+        return None, (RATE_LIMITED if how == RATE_LIMITED else ANONYMOUS)
     record = current_session(request, settings)
     if record is not None and record.how == "session":
         return "admin", "session"

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import urllib.parse
 from typing import NamedTuple
 
 import webapp2
@@ -43,9 +44,40 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def check_text_encoding(request):
+    """ApiError 400 unless the query string and any form body are UTF-8 (WebOb would fail with a 500)."""
+    query = request.environ.get("QUERY_STRING", "")
+    if not _utf8(urllib.parse.unquote_to_bytes(query.replace("+", " ").encode("latin-1", "replace"))):
+        raise ApiError(400, "invalid_request", "The query string holds percent-encoded bytes that are not UTF-8.")
+    if request.method not in auth.STATE_CHANGING or request.content_type not in FORM_TYPES:
+        return
+    if request.charset != "UTF-8":  # WebOb's own reading of the header (it refuses any other with a 500)
+        raise ApiError(400, "invalid_request", "Forms must be sent as UTF-8 (charset=utf-8, or no charset).")
+    if request.content_type == FORM_TYPES[0]:  # main.py's middleware has already capped the body
+        if not _utf8(urllib.parse.unquote_to_bytes(request.body.replace(b"+", b" "))):
+            raise ApiError(400, "invalid_request", "The form holds bytes that are not UTF-8.")
+
+
+def _utf8(data):
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def storage_error_types():
     """Exception types that mean Datastore could not be reached."""
     return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
+
+
+def cache_error_types():
+    """Exception types that mean the Redis global cache could not be reached (only set with REDIS_CACHE_URL)."""
+    import redis
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class HttpError(NamedTuple):
@@ -57,12 +89,15 @@ class HttpError(NamedTuple):
 
 
 STORAGE_DOWN = "Datastore is not reachable right now; retry in a few seconds."
+CACHE_DOWN = ("The identity cache (Redis) is not reachable, so nothing was changed; "
+              "retry in a few seconds.")
 
 # The one table from error to HTTP status and code (API.md), first match wins; a code of None is the
 # error's own. RecordTampered before UnsealError (its base): reported, never used, a replacement repairs it.
 ERROR_TABLE = (
     (ApiError, lambda e: e.status, None),
     (InputError, 400, None),
+    (UnicodeDecodeError, 400, "invalid_request"),  # a multipart part WebOb could not decode: the sender's bytes
     (RemoteError, lambda e: 504 if e.code == "timeout" else 502, None),  # the remote side's failure, not ours
     (NotFound, 404, "not_found"),
     (Conflict, 409, None),                                                # no_next, no_previous, no_pending
@@ -71,7 +106,11 @@ ERROR_TABLE = (
     (sealing.UnsealError, 500, "key_unavailable"),
     (sealing.SealingUnavailable, 503, "sealing_unavailable"),
     (storage_error_types(), 503, "storage_unavailable"),
+    (cache_error_types(), 503, "cache_unavailable"),  # ndb could not lock the cached copy first: nothing written
 )
+
+
+NOT_UTF8 = "The request holds text that is not UTF-8."
 
 
 def http_error(error):
@@ -81,6 +120,10 @@ def http_error(error):
             status = status(error) if callable(status) else status
             if code == "storage_unavailable":
                 return HttpError(status, code, STORAGE_DOWN)
+            if code == "cache_unavailable":
+                return HttpError(status, code, CACHE_DOWN)
+            if isinstance(error, UnicodeDecodeError):  # its str() quotes the sender's bytes
+                return HttpError(status, code, NOT_UTF8)
             return HttpError(status, code or error.code, getattr(error, "message", None) or str(error))
     return None
 
@@ -98,6 +141,7 @@ class BaseHandler(webapp2.RequestHandler):
     def dispatch(self):
         try:
             self.principal, self.auth_method = auth.identify(self.request, self.settings)
+            check_text_encoding(self.request)  # before anything parses the query or the form
             if not self.public and self.principal is None:
                 return self.refuse(self.auth_method)
             if self.request.method in auth.STATE_CHANGING and hasattr(self, self.request.method.lower()):
@@ -113,8 +157,8 @@ class BaseHandler(webapp2.RequestHandler):
                 raise
             if answer.code == "record_tampered":
                 log.error("sealed record refused: %s", self.request.path)
-            elif answer.code == "storage_unavailable":
-                log.warning("storage unavailable: %s", type(e).__name__)
+            elif answer.code in ("storage_unavailable", "cache_unavailable"):
+                log.warning("%s: %s", answer.code.replace("_", " "), type(e).__name__)
                 self.response.headers["Retry-After"] = "5"
             return self.error_response(*answer)
 
@@ -144,11 +188,18 @@ class BaseHandler(webapp2.RequestHandler):
         return self.response
 
     def refuse(self, why):
-        """401/403 for anonymous or non-admin callers."""
+        """401/403 for anonymous or non-admin callers; 429 for a wrong credential while its address waits."""
+        if why == auth.RATE_LIMITED:
+            return self.rate_limited(self.request.environ.get(auth.RETRY_AFTER, 1))
         if why == auth.FORBIDDEN:
             return self.error_response(403, "forbidden", "This page is for administrators only.")
         self.response.headers["WWW-Authenticate"] = 'Bearer realm="dyncert"'
         return self.error_response(401, "unauthenticated", "Sign in as an administrator first.")
+
+    def rate_limited(self, wait):
+        """429 rate_limited: the same answer for every wrong credential while its address waits."""
+        self.response.headers["Retry-After"] = str(wait)
+        return self.error_response(429, "rate_limited", f"Too many wrong credentials; try again in {wait} s.")
 
     def error_response(self, status, code, message):
         """API.md's error shape."""
@@ -193,6 +244,8 @@ class PageHandler(BaseHandler):
     """A handler that renders HTML and sends anonymous visitors to sign in."""
 
     def refuse(self, why):
+        if why == auth.RATE_LIMITED:
+            return super().refuse(why)
         if why == auth.FORBIDDEN:
             self.response.status_int = 403
             return self.render("forbidden.html")

@@ -4,9 +4,8 @@ import os
 import re
 import urllib.parse
 
-import sessions
 from handlers import auth
-from handlers.base import ApiError, BaseHandler, PageHandler
+from handlers.base import BaseHandler, PageHandler
 from handlers.status import status_facts
 
 # `make run` sets a random id per run and checks it on /healthz: proof the port is its own app.
@@ -51,7 +50,7 @@ def safe_next(target):
 
 
 class SignIn(PageHandler):
-    """Exchange the admin token for a server-side session (per client address: growing delays)."""
+    """Exchange the admin token for a server-side session (wrong tokens: growing delays per address)."""
 
     public = True
 
@@ -61,19 +60,15 @@ class SignIn(PageHandler):
 
     def post(self):
         next_url = safe_next(self.request.POST.get("next", "/admin"))
-        address = auth.client_address(self.request, self.settings)
-        wait = sessions.retry_after(address)
-        if wait:  # answered at once: a worker never sleeps for an attacker
-            self.response.headers["Retry-After"] = str(wait)
-            raise ApiError(429, "rate_limited", f"Too many wrong tokens from this address; try again in {wait} s.")
         token = self.request.POST.get("token", "")
-        if not auth.token_matches(self.settings, token.strip() if isinstance(token, str) else ""):
-            wait = sessions.failed(address)
+        how, wait = auth.check_credential(self.request, self.settings, token.strip() if isinstance(token, str) else "")
+        if how == auth.RATE_LIMITED:  # answered at once: a worker never sleeps for an attacker
+            return self.rate_limited(wait)
+        if how == auth.WRONG:
             self.response.status_int = 401
             error = "That is not the admin token." + (f" Wait {wait} s before the next try." if wait else "")
             return self.render("signin.html", next=next_url, error=error,
                                on_app_engine=self.settings.on_app_engine)
-        sessions.succeeded(address)
         auth.sign_in(self.request, self.response, self.settings)
         self.redirect(next_url)
 

@@ -17,7 +17,7 @@ from dyncert.signers import SignerIdentity
 from models.binding import check_kms_payload, new_slot, reseal_legacy, unseal_slot
 from models.body import Upload, parse_upload
 from models.entities import (
-    Address, NotFound, address_key, copy_slot, ensure_employee, has_current, new_event, owned_kms_names,
+    Address, Conflict, NotFound, address_key, copy_slot, ensure_employee, has_current, new_event, owned_kms_names,
     save_with_event)
 from models.kmsrefs import release
 from models.views import public_view
@@ -122,6 +122,14 @@ def load_next(employee, address, settings):
     entity = get_record(employee, address)
     if entity.next is None:
         raise NotFound(f"No next identity is staged for {employee}/{address}.")
+    return stored_identity(entity, entity.next, settings)
+
+
+def load_staged(employee, address, settings):
+    """The next identity for a call with it (next/request, next/echo): Conflict no_next without one."""
+    entity = get_record(employee, address)
+    if entity.next is None:
+        raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
     return stored_identity(entity, entity.next, settings)
 
 

@@ -64,10 +64,18 @@ def client(app):
     return webtest.TestApp(app)
 
 
+def admin_client(app, token=ADMIN_TOKEN, **environ):
+    """A client that sends the admin token (the API reads it) and is signed in (pages read the session)."""
+    client = webtest.TestApp(app, extra_environ=dict(environ, HTTP_AUTHORIZATION=f"Bearer {token}"))
+    page = client.get("/signin")
+    client.post("/signin", {"token": token, "csrf_token": token_of(page), "next": "/admin"}, status=302)
+    return client
+
+
 @pytest.fixture
 def admin(app):
-    """A client that sends the admin token."""
-    return webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}"})
+    """A client that sends the admin token, signed in for the HTML pages (Bearer is read on /api/ only)."""
+    return admin_client(app)
 
 
 def token_of(page):

@@ -22,7 +22,7 @@ daemon off;
 master_process off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
+events {{ worker_connections {connections}; }}
 http {{
   access_log off;
   client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
@@ -52,7 +52,7 @@ def available():
 class NginxPeer:
     """nginx requiring a client certificate under `client_ca_pem`, presenting `server`."""
 
-    def __init__(self, server, client_ca_pem, protocols="TLSv1.2 TLSv1.3"):
+    def __init__(self, server, client_ca_pem, protocols="TLSv1.2 TLSv1.3", connections=64):
         self.host = "127.0.0.1"
         self.dir = tempfile.mkdtemp(prefix="nginx-")
         with socket.socket() as s:
@@ -61,7 +61,7 @@ class NginxPeer:
         pki.write_files(self.dir, server)
         pki.write_pem(self.dir, "client-ca.pem", client_ca_pem)
         with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
-            f.write(CONFIG.format(dir=self.dir, port=self.port, protocols=protocols))
+            f.write(CONFIG.format(dir=self.dir, port=self.port, protocols=protocols, connections=connections))
         self.process = None
 
     def __enter__(self):

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
 from cryptography import x509
@@ -43,6 +44,12 @@ class _WhoAmI(BaseHTTPRequestHandler):
     def _answer(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        if self.path.startswith("/redirect?to="):  # /redirect?to=URL: a 302 to URL (a partner sending us on)
+            self.send_response(302)
+            self.send_header("Location", urllib.parse.unquote(self.path.split("=", 1)[1]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path.startswith("/bytes/"):  # /bytes/N: N bytes of 'x', to test truncation
             payload = b"x" * int(self.path.split("/")[2])
         else:

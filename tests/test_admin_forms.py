@@ -8,11 +8,11 @@ from google.cloud import ndb
 import drafts
 import main
 import settings as settings_module
-from conftest import ADMIN_TOKEN
+from conftest import ADMIN_TOKEN, admin_client
 from test_admin import (KEY_PASSWORD, csrf, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob, post_upload,
                         stored)
 
-BROWSER = {"HTTP_AUTHORIZATION": f"Bearer {ADMIN_TOKEN}", "HTTP_ACCEPT": "text/html,application/xhtml+xml"}
+BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml"}  # signed in by admin_client (pages ignore Bearer)
 
 
 def marked(html):
@@ -118,14 +118,14 @@ def test_a_pkcs12_file_is_kept_through_a_host_typo(admin, upload):
 
 
 def test_a_mistyped_admin_url_is_a_styled_404_page_for_a_signed_in_browser(app):
-    browser = webtest.TestApp(app, extra_environ=BROWSER)
+    browser = admin_client(app, **BROWSER)
     page = browser.get("/admin/typo", status=404)
     assert page.content_type == "text/html" and "Nothing here" in page.text and "/admin/typo" in page.text
     assert page.html.select_one("link[rel=stylesheet]")
 
 
 def test_unknown_api_paths_and_anonymous_callers_still_get_json(app):
-    browser = webtest.TestApp(app, extra_environ=BROWSER)
+    browser = admin_client(app, **BROWSER)
     assert browser.get("/api/v1/typo", status=404).json["error"]["code"] == "not_found"
     anonymous = webtest.TestApp(app, extra_environ={"HTTP_ACCEPT": "text/html"})
     assert anonymous.get("/admin/typo", status=404).json["error"]["code"] == "not_found"
@@ -160,7 +160,7 @@ def test_with_ca_certs_the_labels_name_the_stored_bundle(admin, upload):
 def test_with_ca_file_set_the_labels_name_it(datastore, tmp_path, upload, demo_pki):
     settings = settings_module.from_environ({}, admin_token=ADMIN_TOKEN, ca_file=f"{demo_pki}/ca.pem",
                                             local_kek_file=str(tmp_path / "kek.bin"))
-    admin = webtest.TestApp(main.create_app(settings), extra_environ=BROWSER)
+    admin = admin_client(main.create_app(settings), **BROWSER)
     assert f"the app's CA file ({demo_pki}/ca.pem)" in admin.get("/admin/new").html.text
     post_upload(admin, form_fields(upload, ca_certs=""))
     trusts = admin.get("/admin/employees/asalieri/addresses/1").html.select_one("#trusts").text

@@ -222,7 +222,7 @@ def test_make_run_demo_test_connection_in_the_browser(browser, tmp_path):
 
     from makerun import make_run
 
-    with make_run(tmp_path, "demo-browser-token") as run:
+    with make_run(tmp_path, "demo-browser-token-0123456789") as run:
         context = browser.new_context(viewport=DESKTOP, base_url=run.base)
         page = context.new_page()
         page.goto("/admin")

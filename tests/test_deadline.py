@@ -158,7 +158,7 @@ def test_a_dribbling_peer_cannot_outlast_the_deadline(datastore, settings, world
 @pytest.mark.parametrize("deadline", [SHORT, LONG], ids=["short", "long"])
 def test_fetch_ends_by_the_deadline(datastore, settings, world, tmp_path, deadline):
     ca_file = pki.write_pem(str(tmp_path), "ca.pem", world["pki"].ca_pem)
-    admin = app_with(settings, deadline, ca_file=ca_file)
+    admin = app_with(settings, deadline, ca_file=ca_file, allowed_targets="localhost")  # fetch: loopback if named
     with DripPeer(world["server"]) as peer:  # server-only TLS, as fetch speaks
         reply = admin.post("/api/v1/fetch", json.dumps({"url": f"https://localhost:{peer.port}/"}),
                            content_type="application/json", status="*")

@@ -73,7 +73,7 @@ def test_own_app_check_wants_this_runs_id(foreign):
 def test_the_app_names_its_run_on_healthz(emulator):
     """The real app, started with DYNCERT_RUN_ID as make run does, passes the check."""
     code = ("import os, webtest, main, settings\n"
-            "app = webtest.TestApp(main.create_app(settings.from_environ({}, admin_token='x' * 20)))\n"
+            "app = webtest.TestApp(main.create_app(settings.from_environ({}, admin_token='x-Y-0' * 8)))\n"
             "r = app.get('/healthz')\n"
             "print(r.headers.get('X-Dyncert-Run'), r.text)\n")
     env = dict(os.environ, **emulator.environ(), DYNCERT_RUN_ID="run-1234")

@@ -364,6 +364,8 @@ def test_put_with_random_bytes_and_malformed_json(admin, material):
 
 def test_bad_employee_and_address_ids(admin, material):
     db, state = seeded(admin, material)
+    # Bearer alone (no cookie jar): webtest's cookie handling cannot decode a path holding %FF.
+    admin = webtest.TestApp(admin.app, extra_environ={"HTTP_AUTHORIZATION": admin.extra_environ["HTTP_AUTHORIZATION"]})
     segment = st.one_of(odd_text(40).filter(lambda s: "\ud800" not in s and "\udfff" not in s),
                         st.text(alphabet="abc.@_-", min_size=60, max_size=70),
                         st.sampled_from(["0", "-1", "9007199254740993", "1e3", "0x10", "1.0", " 1", "%FF",

@@ -44,7 +44,7 @@ def test_put_list_get_handshake_delete(served, settings, demo_pki, demo_peer):
     assert [(i["employee"], i["address"]) for i in listed] == [("asalieri", 7)]
     shake = json.loads(cli(served, token, "handshake", "asalieri", "7").stdout)
     assert shake["ok"] and shake["client_fingerprint_sha256"] == listed[0]["fingerprint_sha256"]
-    assert cli(served, token, "delete", "asalieri", "7").returncode == 0
+    assert cli(served, token, "delete", "asalieri", "7", "--yes").returncode == 0
     missing = cli(served, token, "get", "asalieri", "7")
     assert missing.returncode == 1 and "not_found" in missing.stderr
 

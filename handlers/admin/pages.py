@@ -8,13 +8,13 @@ import drafts
 import outbound
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
-from handlers.admin.explain import EXPLANATIONS
+from handlers.admin.explain import explain
 from handlers.admin.forms import (
     FORM_ORDER, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
     upload_form)
 from handlers.admin.present import (
-    TLS_VERSIONS, UTC, WARN_DAYS, default_trust, detail_url, last_result, lifecycle_values, matches, row,
-    target_query, trusted_by)
+    TLS_VERSIONS, UTC, WARN_DAYS, call_verdict, default_trust, detail_url, last_result, lifecycle_values, matches,
+    row, target_query, trusted_by)
 from handlers.api import actor
 from handlers.base import PageHandler, http_error
 from handlers.calls import METHODS, echo_param, request_params
@@ -159,6 +159,7 @@ class Detail(AdminHandler):
         result = {"kind": kind, "slot": "next" if load is load_next else "current"}
         try:
             result["data"] = work(stored)
+            result["verdict"] = call_verdict(kind, result["data"])
         except (RemoteError, InputError) as e:
             self.response.status_int = http_error(e).status
             result["error"] = self.failure(e, stored.ca_certs, self.settings)
@@ -167,11 +168,9 @@ class Detail(AdminHandler):
     @staticmethod
     def failure(error, ca_certs=None, settings=None):
         """The failure panel: what happened and what to check, naming what this identity trusts."""
-        what, check = EXPLANATIONS.get(error.code, ("The call failed.", "Read the message above."))
-        if error.code == "unknown_ca":
-            own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
-            check = check.format(trusts=trusted_by(own, settings) if settings else "the trusted CAs",
-                                 or_ca_file="" if own else ", or add that CA to CA_FILE for every identity")
+        own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
+        what, check = explain(error.code, trusted_by(own, settings) if settings else "the trusted CAs", own) or (
+            "The call failed.", "Read the message above.")
         # A more precise check when the library knows it (e.g. internal_error: the client chain's depth).
         return {"code": error.code, "message": error.message, "what": what,
                 "check": getattr(error, "hint", None) or check}
@@ -187,6 +186,8 @@ class Test(Detail):
 class Request(Detail):
     """POST .../request: one HTTPS request with the identity."""
 
+    load = staticmethod(load_identity)  # the slot the request presents (rotation.RequestNext: the next one)
+
     def post(self, employee, address):
         values = request_form(self.request.POST)
 
@@ -194,7 +195,7 @@ class Request(Detail):
             method, path, headers, payload = request_params(dict(values, headers=parse_headers(values["headers"])))
             return outbound.request(stored, self.settings, method, path, headers, payload)
 
-        self.call(employee, address, "request", work, request_values=values)
+        self.call(employee, address, "request", work, load=self.load, request_values=values)
 
 
 class Echo(Detail):
