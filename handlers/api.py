@@ -49,6 +49,6 @@ class Identity(ApiHandler):
         self.write_json(view, 201 if created else 200)
 
     def delete(self, employee, address):
-        delete_identity(employee, address, actor=actor(self))
+        delete_identity(employee, address, actor=actor(self), settings=self.settings)
         self.response.status_int = 204
         del self.response.headers["Content-Type"]  # a 204 has no body to describe

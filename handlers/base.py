@@ -268,6 +268,7 @@ class PageHandler(BaseHandler):
         values.setdefault("csrf_token", self.csrf())
         values.setdefault("signed_in", self.principal is not None)
         values.setdefault("principal", self.principal)
+        values.setdefault("kms_standin", self.settings.kms_endpoint or None)  # KMS keys: say when it is a stand-in
         self.response.content_type = "text/html"
         self.response.charset = "utf-8"
         # A form shown again never echoes a pasted private key, nor a part of one (handlers.keyfilter).

@@ -12,6 +12,7 @@ them as v3; once a record has a version, the older forms are refused (no downgra
 import datetime
 import hashlib
 
+import kmskeys
 import sealing
 from models.entities import UTC, Slot, copy_slot
 
@@ -178,15 +179,50 @@ def reseal(entity, kek, opened=None):
 reseal_legacy = reseal  # the name the store's writes call it by (it re-seals v1/v2 records too)
 
 
-def new_slot(identity, ca_pem, target, tls_version, kek, key, now=None):
-    """A Slot for a validated identity and target, its key sealed for the write that places it (see reseal)."""
+KMS_PREFIX = b"cloudkms:"  # what a KMS slot seals in place of a key: its key version name
+
+
+def sealed_payload(identity):
+    """What a slot seals: the PKCS#8 key, or for a key held in Cloud KMS its key version name."""
+    name = kms_name(identity)
+    return identity.key_pem if name is None else KMS_PREFIX + name.encode()
+
+
+def kms_name(identity):
+    """The Cloud KMS key version of a SignerIdentity whose signer is KMS, else None."""
+    return getattr(getattr(identity, "signer", None), "key_version_name", None)
+
+
+def check_kms_payload(payload, name):
+    """The unsealed payload of a KMS slot must name its stored key version (else the record was edited)."""
+    if payload != KMS_PREFIX + name.encode():
+        raise sealing.RecordTampered("The stored Cloud KMS key name does not match what was sealed with it: "
+                                     "the record was changed outside the app.")
+
+
+def kms_key_type(identity):
+    """'EC P-256 (Cloud KMS, HSM)' for a KMS-held identity, else None."""
+    if kms_name(identity) is None:
+        return None
+    return kmskeys.label(identity.public_key, kmskeys.protection_of(identity.signer))
+
+
+def kms_protection(identity):
+    """HSM or SOFTWARE for a KMS-held identity, else None."""
+    return kmskeys.protection_of(identity.signer) if kms_name(identity) else None
+
+
+def new_slot(identity, ca_pem, target, tls_version, kek, key, now=None, kms_owned=False):
+    """A Slot for a validated identity and target, its key (or KMS key name) sealed for the write that places it
+    (see reseal)."""
     slot = Slot(chain_pem=identity.chain_pem.decode(), ca_certs=ca_pem,
                 host=target.host, port=target.port, server_hostname=target.sni, tls_version=tls_version,
                 subject=identity.subject, issuer=identity.issuer, serial=identity.serial,
                 not_before=identity.not_before, not_after=identity.not_after,
                 fingerprint_sha256=identity.fingerprint_sha256, san=list(identity.san),
-                key_type=identity.key_type, chain_length=identity.chain_length,
-                staged=now or datetime.datetime.now(UTC))
+                key_type=kms_key_type(identity) or identity.key_type, chain_length=identity.chain_length,
+                staged=now or datetime.datetime.now(UTC), kms_key=kms_name(identity),
+                kms_owned=bool(kms_owned and kms_name(identity)), kms_protection=kms_protection(identity))
     slot.kek_id = kek.kek_id
-    slot.wrapped_dek, slot.sealed_key = sealing.seal(kek, identity.key_pem, fresh_context(key, slot))
+    slot.wrapped_dek, slot.sealed_key = sealing.seal(kek, sealed_payload(identity), fresh_context(key, slot))
     return slot

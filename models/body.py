@@ -10,7 +10,10 @@ from dyncert import targets
 from dyncert.context import parse_tls_version
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity, parse_ca_bundle
+from dyncert.signers import SignerIdentity
 from models.entities import address_key
+
+KEY_FIELDS = ("key", "key_password", "pkcs12", "pkcs12_password")  # what 'kms_key' stands in for
 
 TLS_VERSION_NAMES = ("TLS", "TLSv1_2", "TLSv1_3")
 TARGET_FIELDS = ("host", "port", "server_hostname", "tls_version", "ca_certs")
@@ -24,7 +27,7 @@ class Upload:
     """A validated upload: what the store seals and writes, with nothing left to check."""
 
     key: ndb.Key
-    identity: ClientIdentity | None  # None when `cert_pem` completes the pending key (PUT .../next)
+    identity: ClientIdentity | SignerIdentity | None  # None when `cert_pem` completes the pending key (PUT .../next)
     ca_pem: str | None               # the normalized CA bundle, or None for the app's default trust
     target: targets.Target
     tls_version: str
@@ -45,11 +48,14 @@ def field(body, name, kind, default=None):
 def completes_pending(body):
     """True for a PUT .../next body that brings only the certificate for the pending key."""
     return bool(body.get("cert")) and not body.get("key") and not body.get("pkcs12") \
-        and "PRIVATE KEY-----" not in str(body.get("cert"))
+        and not body.get("kms_key") and "PRIVATE KEY-----" not in str(body.get("cert"))
 
 
-def identity_from_body(body, now=None):
-    """Validate the credentials of a PUT body into a ClientIdentity (PEM pair or PKCS#12)."""
+def identity_from_body(body, now=None, settings=None):
+    """Validate the credentials of a PUT body into a ClientIdentity (PEM pair or PKCS#12), or a
+    SignerIdentity whose key is a Cloud KMS key version ('kms_key')."""
+    if body.get("kms_key") is not None:
+        return kms_identity_from_body(body, settings, now=now)
     pkcs12 = field(body, "pkcs12", str)
     if pkcs12:
         password = field(body, "pkcs12_password", str)
@@ -84,6 +90,31 @@ def ca_from_body(body):
         return parse_ca_bundle(ca_text).decode()
     except InputError as e:
         e.field = "ca_certs"
+        raise
+
+
+def kms_identity_from_body(body, settings, now=None):
+    """'cert' and 'kms_key': a SignerIdentity checked against the key version (key_mismatch if foreign)."""
+    import kmskeys
+    name = field(body, "kms_key", str)
+    given = [f for f in KEY_FIELDS if body.get(f) is not None]
+    if given:
+        raise InputError("invalid_request", f"Give 'kms_key' or '{given[0]}', not both: a key held in Cloud KMS "
+                                            "never comes with the upload.", given[0])
+    cert = field(body, "cert", str)
+    if not cert:
+        raise InputError("invalid_request", "The field 'cert' (PEM) is required with 'kms_key'.", "cert")
+    if settings is None:
+        raise InputError("invalid_request", "'kms_key' is not accepted here.", "kms_key")
+    try:
+        signer = kmskeys.checked_signer(name, settings)
+    except InputError as e:
+        e.field = e.field or "kms_key"
+        raise
+    try:
+        return SignerIdentity(cert, signer, now=now)
+    except InputError as e:
+        e.field = e.field or "cert"
         raise
 
 
@@ -138,7 +169,7 @@ def check_upload(employee, address, body, settings, now=None, current=None, comp
     body = with_defaults(body, current)
     results, errors = {}, []
     checks = (("key", lambda: address_key(employee, address)),
-              ("identity", lambda: None if completing else identity_from_body(body, now=now)),
+              ("identity", lambda: None if completing else identity_from_body(body, now=now, settings=settings)),
               ("cert_pem", lambda: field(body, "cert", str) if completing else None),
               ("ca_pem", lambda: ca_from_body(body)),
               ("target", lambda: target_from_body(body, settings.allowed_targets)),

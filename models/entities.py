@@ -72,6 +72,9 @@ class Slot(ndb.Model):
     key_type = ndb.TextProperty()
     chain_length = ndb.IntegerProperty(indexed=False)
     staged = ndb.DateTimeProperty(tzinfo=UTC, indexed=False)
+    kms_key = ndb.TextProperty()                   # a Cloud KMS key version holds the key (sealed_key: its name)
+    kms_owned = ndb.BooleanProperty(indexed=False)  # the app created it: destroyed once no slot refers to it
+    kms_protection = ndb.TextProperty()            # HSM or SOFTWARE, as KMS reported it
 
 
 SLOT_FIELDS = tuple(Slot._properties)
@@ -90,6 +93,9 @@ class Pending(ndb.Model):
     csr_pem = ndb.TextProperty()
     created = ndb.DateTimeProperty(tzinfo=UTC)
     seal_version = ndb.IntegerProperty(indexed=False)  # None: entity and public key; 3: + the record's version
+    kms_key = ndb.TextProperty()                   # created in Cloud KMS: its key version (sealed_key: its name)
+    kms_owned = ndb.BooleanProperty(indexed=False)
+    kms_protection = ndb.TextProperty()
 
 
 class Address(Slot):
@@ -108,6 +114,26 @@ class Address(Slot):
     record_version = ndb.IntegerProperty(indexed=False)
     created = ndb.DateTimeProperty(auto_now_add=True, tzinfo=UTC)
     updated = ndb.DateTimeProperty(auto_now=True, tzinfo=UTC)
+    kms_keys = ndb.StringProperty(repeated=True)  # indexed: is a KMS key version still used by any address?
+
+    def _pre_put_hook(self):
+        self.kms_keys = sorted(kms_names(self))
+
+
+def kms_names(entity):
+    """The Cloud KMS key versions the slots of an Address refer to (current, next, previous, pending)."""
+    if entity is None:
+        return set()
+    return {slot.kms_key for slot in (entity, entity.next, entity.previous, entity.pending)
+            if slot is not None and slot.kms_key}
+
+
+def owned_kms_names(entity):
+    """The key versions among kms_names(entity) that the app created (the ones it may destroy)."""
+    if entity is None:
+        return set()
+    return {slot.kms_key for slot in (entity, entity.next, entity.previous, entity.pending)
+            if slot is not None and slot.kms_key and slot.kms_owned}
 
 
 class Event(ndb.Model):

@@ -226,5 +226,5 @@ class Delete(AdminHandler):
         self.render("admin/delete.html", identity=row(get_record(employee, address)))
 
     def post(self, employee, address):
-        delete_identity(employee, address, actor=actor(self))
+        delete_identity(employee, address, actor=actor(self), settings=self.settings)
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)
