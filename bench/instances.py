@@ -26,8 +26,8 @@ def _harness():
     for path in (ROOT, os.path.join(ROOT, "tests")):
         if path not in sys.path:
             sys.path.insert(0, path)
-    import instances
-    import redisserver
+    from tests.harness import instances
+    from tests.harness import redisserver
     return instances, redisserver
 
 

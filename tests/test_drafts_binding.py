@@ -12,8 +12,8 @@ from google.cloud import datastore as raw_datastore
 from google.cloud import ndb
 
 import drafts
-from conftest import admin_client
-from test_admin import fingerprint, form_fields, post_upload, stored
+from tests.harness.app import admin_client
+from tests.harness.forms import fingerprint, form_fields, post_upload, stored
 
 NEXT = "/api/v1/employees/asalieri/addresses/{}/next"
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from browser import signed_in
-from conftest import ADMIN_TOKEN
-from peers import refused_port
+from tests.harness.browser import signed_in
+from tests.harness.app import ADMIN_TOKEN
+from tests.harness.ports import refused_port
 
 API = "/api/v1/employees/asalieri/addresses/{}"
 PAGE = "/admin/employees/asalieri/addresses/{}"

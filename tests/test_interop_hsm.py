@@ -34,7 +34,7 @@ def backends():
     if not binding["available"]:
         print(f"interop: HSM/KMS signer rows skipped: {binding['detail']}")
         pytest.skip(binding["detail"])
-    from kms_standin import Algorithm, KmsStandIn
+    from tests.harness.kms_standin import Algorithm, KmsStandIn
     with KmsStandIn() as standin:
         made = {}
 
@@ -42,7 +42,7 @@ def backends():
             if (backend, row) not in made:
                 kind, schemes, algorithm = ROWS[row]
                 if backend == "softhsm2":
-                    import softhsm
+                    from tests.harness import softhsm
                     from dyncert.signers.pkcs11 import Pkcs11Signer
                     if softhsm.available():
                         pytest.skip(softhsm.available())

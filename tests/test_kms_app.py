@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.cloud import datastore as raw_datastore
 
 import settings as settings_module
-from conftest import ADMIN_TOKEN
+from tests.harness.app import ADMIN_TOKEN
 from dyncert import runtime
-from kms_standin import Algorithm, KmsStandIn, State
-from tests import interop_pki, peers, pki
+from tests.harness.kms_standin import Algorithm, KmsStandIn, State
+from tests.harness import interop_pki, peers, pki
 
 RING = "projects/p/locations/global/keyRings/standin"
 URL = "/api/v1/employees/asalieri/addresses/1"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.test_deploy import GOOD_KMS, assert_refused, preflight
+from tests.harness.deploy import GOOD_KMS, assert_refused, preflight
 
 GOOD_RING = "projects/dyncert-demo/locations/europe-west1/keyRings/client-keys"
 

@@ -425,7 +425,7 @@ def test_non_ascii_csrf_token_on_sign_in(app):
 
 @pytest.mark.parametrize("address", ["\u00b2", "\u0661", "1\u00b2", "\uff11", "\u0967"])
 def test_unicode_digits_are_not_address_ids(app, stored, address):
-    from conftest import admin_client
+    from tests.harness.app import admin_client
     admin = admin_client(app)  # Bearer for the API, the session for the page
     address = urllib.parse.quote(address)
     path = "/api/v1/employees/asalieri/addresses/" + address

@@ -15,11 +15,11 @@ from google.cloud import datastore as raw_datastore
 from google.cloud import ndb
 
 import models
-import pki
+from tests.harness import pki
 import sealing
-from peers import PythonTLSPeer
-from test_lifecycle import sign_csr
-from test_sealing_binding import call, db, raw_key, store, who, write_legacy
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.pki import sign_csr
+from tests.harness.sealed import call, db, raw_key, store, who, write_legacy
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 SLOT_FIELDS = tuple(models.SLOT_FIELDS)
