@@ -180,7 +180,8 @@ def test_a_weak_admin_token_is_refused_saying_why(datastore, token):
 
 
 @pytest.mark.parametrize("token", [secrets.token_urlsafe(32), secrets.token_hex(16), secrets.token_urlsafe(22),
-                                   "test-admin-token-0123456789"])
+                                   "test-admin-token-0123456789"],
+                         ids=["urlsafe-32", "hex-16", "urlsafe-22", "test-token"])  # same ids on every xdist worker
 def test_a_strong_admin_token_starts(datastore, token):
     assert main.create_app(settings_module.from_environ({}, admin_token=token)) is not None
 
