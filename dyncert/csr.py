@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from dyncert.errors import InputError
-from dyncert.identity import key_type as key_type_label
+from dyncert.identity import display_name, key_type as key_type_label
 
 DEFAULT_KEY_TYPE = "EC-P256"  # fast, small, and accepted by every TLS 1.2+ server
 KEY_TYPES = ("EC-P256", "EC-P384", "RSA-2048", "RSA-3072", "RSA-4096", "Ed25519")
@@ -184,5 +184,5 @@ def new_key_and_csr(key_type: object = None, subject: object = None, san: object
                                 serialization.NoEncryption())
     return PendingKey(key_pem, csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
                       key_type_label(key.public_key()), public_key_sha256(key.public_key()),
-                      name.rfc4514_string(), shown)
+                      display_name(name), shown)  # `openssl x509 -subject` order, as every subject shown
 
