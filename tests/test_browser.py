@@ -33,7 +33,7 @@ def live_server(emulator, tmp_path_factory):
                LOCAL_KEK_FILE=str(logs / "kek.bin"))
     log = open(os.path.join(ARTIFACTS, "browser-gunicorn.log"), "wb")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--workers", "1",
-                                "--threads", "4", "main:app"], cwd=ROOT, env=env, stdout=log,
+                                "--threads", "4", "--no-control-socket", "main:app"], cwd=ROOT, env=env, stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
