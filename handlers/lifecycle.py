@@ -1,11 +1,11 @@
-"""The key lifecycle routes of API.md v1.1: CSR, next, promote, rollback, history."""
+"""The key lifecycle routes of API.md v1.2: CSR, next (and its calls), promote, rollback, history."""
 
 import outbound
 from handlers.api import ApiHandler, actor
-from handlers.calls import CallHandler
+from handlers.calls import CallHandler, echo_param, request_params
 from models.entities import Conflict
 from models.lifecycle import create_csr, get_csr, get_next, history, promote, remove_next, rollback, stage_next
-from models.store import load_next
+from models.store import get_record, load_next, stored_identity
 
 
 class LifecycleHandler(ApiHandler):
@@ -53,6 +53,33 @@ class NextHandshake(CallHandler):
     def post(self, employee, address):
         self.json_body()  # an empty body is expected; a malformed one is still refused
         self.write_json(outbound.handshake(load_next(employee, address, self.settings), self.settings))
+
+
+class NextCall(LifecycleHandler, CallHandler):
+    """A call with the next identity: 409 no_next without one, remote failures 502/504 as for the current."""
+
+    def staged(self, employee, address):
+        entity = get_record(employee, address)
+        if entity.next is None:
+            raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
+        return stored_identity(entity, entity.next, self.settings)
+
+
+class NextRequest(NextCall):
+    """POST .../next/request: like .../request, with the next identity."""
+
+    def post(self, employee, address):
+        method, path, headers, payload = request_params(self.json_body())
+        self.write_json(outbound.request(self.staged(employee, address), self.settings, method, path, headers,
+                                         payload))
+
+
+class NextEcho(NextCall):
+    """POST .../next/echo: like .../echo, with the next identity."""
+
+    def post(self, employee, address):
+        send = echo_param(self.json_body())
+        self.write_json(outbound.echo(self.staged(employee, address), self.settings, send))
 
 
 class Promote(LifecycleHandler):

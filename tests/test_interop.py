@@ -221,10 +221,12 @@ def test_client_certificate_the_server_does_not_accept(world, servers, name, who
     server = running(servers, name)
     ident = getattr(world, who)
     if name == "nginx":
-        # nginx completes the handshake whatever the certificate and refuses at the HTTP layer (400).
+        # nginx completes the handshake whatever the certificate and refuses at the HTTP layer (400):
+        # https_request reports that answer as the refusal it is (issue 19.1).
         ctx = world.cache.client_context(ident, world.server_pki.ca_pem)
-        result = calls.https_request(ctx, target(server), ident.fingerprint_sha256, timeouts=TIMEOUTS)
-        assert result["status"] == 400 and "certificate" in result["body"].lower()
+        with pytest.raises(RemoteError) as refused:
+            calls.https_request(ctx, target(server), ident.fingerprint_sha256, timeouts=TIMEOUTS)
+        assert refused.value.code == "peer_rejected_certificate" and "HTTP 400" in refused.value.message
         return
     assert handshake_error(server, ident, world) == REFUSAL.get(name, "peer_rejected_certificate")
 
@@ -320,7 +322,8 @@ def test_signer_identity_from_a_ca_the_server_does_not_trust(world, servers, nam
     ident = SignerIdentity(up.chain_pem, LocalSigner(serialization.load_pem_private_key(up.key_pem, None)))
     if name == "nginx":
         ctx = world.cache.client_context(ident, world.server_pki.ca_pem)
-        result = calls.https_request(ctx, target(server), ident.fingerprint_sha256, timeouts=TIMEOUTS)
-        assert result["status"] == 400 and "certificate" in result["body"].lower()
+        with pytest.raises(RemoteError) as refused:
+            calls.https_request(ctx, target(server), ident.fingerprint_sha256, timeouts=TIMEOUTS)
+        assert refused.value.code == "peer_rejected_certificate" and "HTTP 400" in refused.value.message
         return
     assert handshake_error(server, ident, world) == REFUSAL.get(name, "peer_rejected_certificate")

@@ -21,7 +21,8 @@ import urllib3
 from .. import reuse, targets
 from ..compat import Source, match_hostname, wrap_socket
 from ..errors import DyncertError, RemoteError
-from ._classify import _SILENT_CLOSE, _unticketed_tls13, after_handshake_error, remote_error
+from ._classify import (
+    _SILENT_CLOSE, HTTP_REFUSALS, _unticketed_tls13, after_handshake_error, http_refusal, remote_error)
 from ._connect import (  # _TicketIssuers: for the tests that look inside the verdict wait
     MAX_BODY, TICKET_WAIT, VERDICT_FACTOR, VERDICT_FLOOR, _await_verdict, _TicketIssuers, _timed_handshake, connect,
     ticket_issuers, verdict_wait)
@@ -30,9 +31,10 @@ from ._facts import PeerFacts, TLSInfo, peer_facts, tls_info
 from ._http import FORBIDDEN_HEADERS, METHODS, _host_header, _MTLSConnection, _MTLSPool, check_request
 
 __all__ = [
-    "FORBIDDEN_HEADERS", "HANDSHAKE_NOTE", "MAX_BODY", "METHODS", "NO_VERDICT_NOTE", "POOL_SIZE", "TICKET_WAIT",
+    "FORBIDDEN_HEADERS", "HANDSHAKE_NOTE", "HTTP_REFUSALS", "MAX_BODY", "METHODS", "NO_VERDICT_NOTE", "POOL_SIZE", "TICKET_WAIT",
     "VERDICT_FACTOR", "VERDICT_FLOOR", "Deadline", "PeerFacts", "TLSInfo", "Timeouts", "after_handshake_error",
-    "check_request", "compat_echo", "connect", "echo", "exchange_line", "handshake", "https_request", "open_tls",
+    "check_request", "compat_echo", "connect", "echo", "exchange_line", "handshake", "http_refusal", "https_request",
+    "open_tls",
     "peer_facts", "read_line", "remote_error", "ticket_issuers", "tls_info", "verdict_wait",
 ]
 
@@ -231,7 +233,11 @@ def _make_pool(context: ssl.SSLContext, target: targets.Target, timeouts: Timeou
 def https_request(context: ssl.SSLContext, target: targets.Target, client_fingerprint: str, method: str = "GET",
                   path: str = "/", headers: dict[str, str] | None = None, body: str | bytes = "",
                   timeouts: Timeouts = Timeouts(), allowed: str | Iterable[str] | None = None) -> dict[str, object]:
-    """One HTTP/1.1 request over a kept-alive mTLS connection; body text capped at 64 KiB (`truncated`)."""
+    """One HTTP/1.1 request over a kept-alive mTLS connection; body text capped at 64 KiB (`truncated`).
+
+    An answer that refuses the client certificate (HTTP_REFUSALS: nginx's 400, 495/496) raises
+    RemoteError peer_rejected_certificate; any other status is returned as it is.
+    """
     started = time.perf_counter()
     check_request(method, path, headers)
     if isinstance(body, str):
@@ -269,6 +275,9 @@ def https_request(context: ssl.SSLContext, target: targets.Target, client_finger
                 raise
             raise error from e
         truncated = len(data) > MAX_BODY
+        refusal = http_refusal(response.status, data, target)
+        if refusal is not None:  # the handshake passed, the answer refuses our certificate (nginx's 400)
+            raise refusal
         reusable = not truncated  # an unread rest would have to be drained first: not worth it
         result = {"ok": True, "status": response.status, "headers": dict(response.headers),
                   "body": data[:MAX_BODY].decode("utf-8", "replace"), "truncated": truncated}

@@ -1,6 +1,7 @@
 """Socket, ssl and urllib3 failures -> RemoteError with a stable code (and what the peer said before hanging up)."""
 
 import http.client
+import re
 import socket
 import ssl
 
@@ -41,6 +42,29 @@ _DEPTH_HINT = ("The server sent internal_error right after our client certificat
 _SILENT_CLOSE = ("The peer closed the connection right after the TLS 1.3 handshake, before answering and "
                  "without a session ticket or an alert: it most likely refused the client certificate without "
                  "saying why")
+
+# Answers in which a peer refuses our client certificate at the HTTP layer, after a handshake it
+# completed (it checks the certificate only once a request arrives): (statuses, pattern the body
+# must contain or None, who answers so). Anything else is an answer: ok, with its status.
+HTTP_REFUSALS: tuple[tuple[frozenset[int], re.Pattern[str] | None, str], ...] = (
+    (frozenset({400}), re.compile(r"The SSL certificate error|No required SSL certificate was sent"),
+     "nginx's answer to a client certificate it refused or did not get"),
+    (frozenset({495}), None, "status 495, SSL Certificate Error"),
+    (frozenset({496}), None, "status 496, SSL Certificate Required"),
+    # Apache's SSLVerifyClient inside a <Location>, over TLS 1.3, to a client offering no post-handshake auth.
+    (frozenset({403}), re.compile(r"Cannot perform Post-Handshake Authentication"),
+     "Apache asks for the client certificate after the TLS 1.3 handshake, and this connection did not offer it"),
+    # What Apache (ErrorDocument) or HAProxy (deny ... string) say when configured to name the reason (README).
+    (frozenset({401, 403}), re.compile(r"client certificate", re.IGNORECASE), "the answer names the client certificate"),
+)
+_HTTP_REFUSAL_HINT = ("The TLS handshake succeeded: this server checks the client certificate only when a request "
+                      "arrives, and refused it. Check that it trusts the CA that issued this client certificate "
+                      "(and that the full chain, leaf and intermediates, was uploaded), that the certificate is not "
+                      "expired or revoked in its view, and read its error log.")
+_PHA_HINT = ("dyncert's contexts offer post-handshake authentication; a context made elsewhere needs "
+             "post_handshake_auth = True, or TLS 1.2 (where Apache renegotiates instead).")
+_SCANNED = 4096  # the refusal pages are short: markers are looked for in the body's start only
+
 _PROTOCOL = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE",
              "WRONG_SSL_VERSION", "TLSV1_ALERT_INAPPROPRIATE_FALLBACK", "VERSION_TOO_LOW", "VERSION_TOO_HIGH"}
 
@@ -155,3 +179,32 @@ def after_handshake_error(sock: ssl.SSLSocket | None, exc: BaseException, target
         if _unticketed_tls13(sock, version):
             return RemoteError("connection_reset", f"{_SILENT_CLOSE}, after the TLS handshake with {target}.")
     return remote_error(exc, target, "after the TLS handshake")
+
+
+def first_line(body: bytes) -> str:
+    """The body's first line of text (an HTML page's title, its tags dropped), at most 120 characters."""
+    text = body[:_SCANNED].decode("utf-8", "replace")
+    text = re.sub(r"<!DOCTYPE[^>]*>|<[^>]*>", "\n", text)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = " ".join(line.split())
+    return line if len(line) <= 120 else line[:119] + "\u2026"
+
+
+def http_refusal(status: int, body: bytes, target: targets.Target) -> RemoteError | None:
+    """peer_rejected_certificate when the HTTP answer is a refusal of our client certificate (HTTP_REFUSALS), else None."""
+    text = body[:_SCANNED].decode("utf-8", "replace")
+    for statuses, pattern, who in HTTP_REFUSALS:
+        found = pattern.search(text) if pattern is not None else None
+        if status not in statuses or (pattern is not None and found is None):
+            continue
+        line = first_line(body)
+        said = repr(line) if line else "(no body)"
+        if found is not None and found.group(0) not in line:  # the marker is further down the page
+            said += f", saying {found.group(0)!r}"
+        hint = _PHA_HINT if "Post-Handshake" in (found.group(0) if found else "") else _HTTP_REFUSAL_HINT
+        error = RemoteError("peer_rejected_certificate", f"The peer refused our client certificate at the HTTP layer: "
+                            f"it answered HTTP {status} {said} ({who}), during the HTTPS request with {target}. "
+                            f"{hint}")
+        error.hint = hint  # what to check, for the admin page and the CLI
+        return error
+    return None

@@ -13,8 +13,8 @@ from handlers.admin.forms import (
     FORM_ORDER, MAX_FORM_BYTES, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
     upload_form)
 from handlers.admin.present import (
-    TLS_VERSIONS, UTC, WARN_DAYS, default_trust, detail_url, last_result, lifecycle_values, matches, row,
-    target_query, trusted_by)
+    TLS_VERSIONS, UTC, WARN_DAYS, call_verdict, default_trust, detail_url, last_result, lifecycle_values, matches,
+    row, target_query, trusted_by)
 from handlers.api import actor
 from handlers.base import ApiError, PageHandler
 from handlers.calls import METHODS, echo_param, request_params
@@ -161,6 +161,7 @@ class Detail(AdminHandler):
         result = {"kind": kind, "slot": "next" if load is load_next else "current"}
         try:
             result["data"] = work(stored)
+            result["verdict"] = call_verdict(kind, result["data"])
         except RemoteError as e:
             self.response.status_int = 504 if e.code == "timeout" else 502
             result["error"] = self.failure(e, stored.ca_certs, self.settings)
@@ -192,6 +193,8 @@ class Test(Detail):
 class Request(Detail):
     """POST .../request: one HTTPS request with the identity."""
 
+    load = staticmethod(load_identity)  # the slot the request presents (rotation.RequestNext: the next one)
+
     def post(self, employee, address):
         values = request_form(self.request.POST)
 
@@ -199,7 +202,7 @@ class Request(Detail):
             method, path, headers, payload = request_params(dict(values, headers=parse_headers(values["headers"])))
             return outbound.request(stored, self.settings, method, path, headers, payload)
 
-        self.call(employee, address, "request", work, request_values=values)
+        self.call(employee, address, "request", work, load=self.load, request_values=values)
 
 
 class Echo(Detail):

@@ -118,12 +118,28 @@ def ago(moment, now):
     return f"{days} day{'s' if days != 1 else ''} ago"
 
 
+def answered_status(status):
+    """True for an HTTP status outside 2xx/3xx: the call worked, but the partner said no (amber, never green)."""
+    return status is not None and not 200 <= status < 400
+
+
+def call_verdict(kind, data):
+    """How the page shows a call that worked: passed (green), or answered (amber: 'the partner answered 403')."""
+    status = data.get("status") if kind == "request" else None
+    if answered_status(status):
+        return {"state": "answered", "label": f"the partner answered {status}"}
+    return {"state": "passed", "label": None}
+
+
 def last_result(record, now):
-    """The list page's view of a LastCall record, or None."""
+    """The list page's view of a LastCall record, or None; `state` ok, answered (a 4xx/5xx) or failed."""
     if record is None:
         return None
     what = record.call + (f" {record.status}" if record.status else "")
-    return {"ok": record.outcome == "ok", "outcome": record.outcome, "what": what,
+    ok = record.outcome == "ok"
+    state = "failed" if not ok else "answered" if answered_status(record.status) else "ok"
+    label = f"answered {record.status}" if state == "answered" else record.outcome
+    return {"ok": ok, "state": state, "label": label, "outcome": record.outcome, "what": what,
             "at": rfc3339(record.at), "ago": ago(record.at, now)}
 
 

@@ -5,7 +5,7 @@ import datetime
 import outbound
 from dyncert.errors import InputError
 from handlers.admin.forms import MAX_FORM_BYTES, csr_form, file_field, next_target_form, pem_text, text_field
-from handlers.admin.pages import AdminHandler, Detail
+from handlers.admin.pages import AdminHandler, Detail, Request
 from handlers.admin.present import UTC, detail_url, row, slot_row
 from handlers.api import actor
 from handlers.base import ApiError
@@ -72,6 +72,12 @@ class TestNext(Detail):
     def post(self, employee, address):
         self.call(employee, address, "handshake", lambda stored: outbound.handshake(stored, self.settings),
                   load=load_next)
+
+
+class RequestNext(Request):
+    """POST .../next/request: the HTTPS request form of the Test-next panel, with the next identity."""
+
+    load = staticmethod(load_next)
 
 
 class Confirm(AdminHandler):
