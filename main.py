@@ -8,14 +8,17 @@ import webapp2
 from google.cloud import ndb
 
 import applog
+import globalcache
 import settings as settings_module
 from handlers import routes
-from handlers.admin.forms import MAX_FORM_BYTES
-from handlers.base import MAX_BODY_BYTES, SECURITY_HEADERS, Response
+from handlers.base import SECURITY_HEADERS, Response
 
 applog.configure()  # JSON lines for Cloud Logging on App Engine or with LOG_FORMAT=json, else text
 
-# Request body caps by path prefix, enforced before anything reads the body (413 too_large).
+# Request body caps by path prefix: the one place they are enforced, before anything reads the body
+# (413 too_large); handlers never measure a body again.
+MAX_BODY_BYTES = 256 * 1024  # API.md: bodies over 256 KiB get 413 too_large
+MAX_FORM_BYTES = 512 * 1024  # the admin forms: the API's 256 KiB, plus multipart overhead and a CA file
 BODY_LIMITS = (("/api/", MAX_BODY_BYTES), ("/admin/", MAX_FORM_BYTES))
 SMALL_BODY_BYTES = 16 * 1024  # sign-in, sign-out, cron and the public pages need no more
 HSTS = "max-age=31536000; includeSubDomains"  # App Engine serves HTTPS only: browsers should never try http
@@ -24,11 +27,12 @@ HSTS = "max-age=31536000; includeSubDomains"  # App Engine serves HTTPS only: br
 class NdbContextMiddleware:
     """Run each request inside an ndb client context (python-docs-samples pattern)."""
 
-    def __init__(self, wsgi_app, client_factory=ndb.Client, hsts=False):
+    def __init__(self, wsgi_app, client_factory=ndb.Client, hsts=False, global_cache=None):
         self.wsgi_app = wsgi_app
         self._client_factory = client_factory
         self._client = None
         self.hsts = hsts
+        self.global_cache = global_cache  # ndb's RedisCache, or None: every read goes to Datastore
 
     @property
     def client(self):
@@ -47,9 +51,14 @@ class NdbContextMiddleware:
         refusal = _limit_body(environ)
         if refusal:
             return _error(start_response, *refusal)
-        # Caching off: entities hold sealed keys and must be re-read after rotation.
-        with self.client.context(cache_policy=False, global_cache_policy=False):
+        with self._context():
             return self.wsgi_app(environ, start_response)
+
+    def _context(self):
+        """This request's ndb context: no in-memory cache; the Redis global cache when configured."""
+        # ndb locks an entity's cached copy before each write and re-reads Datastore inside
+        # transactions, so a rotation through one instance is what every other one reads next.
+        return globalcache.ndb_context(self.client, self.global_cache)
 
 
 def _utf8_path(environ):
@@ -129,7 +138,8 @@ def create_app(settings=None):
     wsgi.error_handlers[404] = routes.not_found
     wsgi.error_handlers[405] = routes.method_not_allowed
     wsgi.error_handlers[500] = routes.server_error
-    middleware = NdbContextMiddleware(applog.TraceMiddleware(wsgi), hsts=settings.on_app_engine)
+    middleware = NdbContextMiddleware(applog.TraceMiddleware(wsgi), hsts=settings.on_app_engine,
+                                      global_cache=globalcache.from_settings(settings))
     middleware.webapp = wsgi
     return middleware
 

@@ -126,6 +126,17 @@ def seal(kek, plaintext, context):
     return kek.wrap(dek), nonce + AESGCM(dek).encrypt(nonce, plaintext, context)
 
 
+def reseal(kek, wrapped_dek, plaintext, context):
+    """Encrypt `plaintext` again under the data key `wrapped_dek` wraps, bound to a new `context` (a fresh
+    nonce; no new data key, so no KMS encrypt call when a write re-binds a key that did not change)."""
+    try:
+        dek = kek.unwrap(wrapped_dek)
+    except Exception as e:  # as in unseal: the caller needs one clear reason
+        raise UnsealError(f"The stored private key could not be decrypted ({type(e).__name__}).") from None
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + AESGCM(dek).encrypt(nonce, plaintext, context)
+
+
 def unseal(kek, wrapped_dek, blob, context):
     """Decrypt what `seal` made, checking it belongs to `context`."""
     try:

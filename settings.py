@@ -35,12 +35,17 @@ class Settings:
     ca_file: str | None = None
     allowed_targets: str = ""
     kms_key_name: str = ""
+    kms_key_ring: str = ""          # where POST .../csr {"key_location": "cloud_kms"} creates keys
+    kms_protection: str = "HSM"     # HSM or SOFTWARE, for the keys created there
+    kms_endpoint: str = ""          # tests and `make run`: a loopback KMS stand-in, over plain gRPC
     local_kek_file: str = os.path.join(HERE, "local", "kek.bin")
     allow_local_kek_on_app_engine: bool = False
     secure_cookies: bool = False
     connect_timeout: float = 5.0
     io_timeout: float = 10.0
     call_deadline: float = 30.0
+    redis_cache_url: str = ""  # unset: no global cache (every entity read goes to Datastore)
+    redis_timeout: float = 0.5
 
 
 def from_environ(environ=None, **overrides):
@@ -55,6 +60,9 @@ def from_environ(environ=None, **overrides):
         ca_file=env.get("CA_FILE") or None,
         allowed_targets=env.get("ALLOWED_TARGETS", ""),
         kms_key_name=env.get("KMS_KEY_NAME", ""),
+        kms_key_ring=env.get("KMS_KEY_RING", ""),
+        kms_protection=(env.get("KMS_PROTECTION") or "HSM").strip().upper(),
+        kms_endpoint=env.get("KMS_ENDPOINT", ""),
         local_kek_file=env.get("LOCAL_KEK_FILE") or os.path.join(HERE, "local", "kek.bin"),
         allow_local_kek_on_app_engine=_flag(env.get("ALLOW_LOCAL_KEK")),
         # App Engine serves over HTTPS, so its cookies must never travel in clear.
@@ -63,6 +71,10 @@ def from_environ(environ=None, **overrides):
         io_timeout=float(env.get("IO_TIMEOUT", "10")),
         # No outbound call lasts longer, however slowly the peer sends (each read has io_timeout too).
         call_deadline=float(env.get("CALL_DEADLINE", "30")),
+        # ndb's global cache on Redis (Memorystore): identities read from it, not from Datastore, on every call.
+        redis_cache_url=env.get("REDIS_CACHE_URL", ""),
+        # A Redis that stops answering must cost a call this long at most, not redis-py's 5 s default.
+        redis_timeout=float(env.get("REDIS_TIMEOUT", "0.5")),
     )
     secret = env.get("SESSION_SECRET")
     if secret:
@@ -92,4 +104,19 @@ def check(settings):
                                 f"about {bits:.0f} ({len(settings.admin_token)} characters from the classes it uses). "
                                 f"Unset it and `make run` generates one (256 bits), or use "
                                 f"`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`.")
+    if settings.kms_protection not in KMS_PROTECTIONS:
+        raise SettingsError(f"KMS_PROTECTION must be one of {', '.join(KMS_PROTECTIONS)}, "
+                            f"found {settings.kms_protection[:40]!r}.")
+    if settings.kms_endpoint and not _loopback_endpoint(settings.kms_endpoint):
+        raise SettingsError("KMS_ENDPOINT speaks plain gRPC, so it must be a loopback host:port "
+                            f"(a local stand-in), found {settings.kms_endpoint[:80]!r}.")
     return settings
+
+
+KMS_PROTECTIONS = ("HSM", "SOFTWARE")
+
+
+def _loopback_endpoint(endpoint):
+    """True for 127.0.0.1:PORT, [::1]:PORT or localhost:PORT."""
+    host, _, port = endpoint.rpartition(":")
+    return host in ("127.0.0.1", "[::1]", "localhost") and port.isdigit() and 0 < int(port) < 65536

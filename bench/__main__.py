@@ -8,8 +8,9 @@ import ssl
 import sys
 import tempfile
 
-from . import adapters, app, builds, https, memory, paths, peers, pki, report, signer, tickets, timing
+from . import adapters, app, builds, https, instances, memory, paths, peerclients, peers, pki, report, signer, tickets, timing
 
+GROUPS = ("handshakes", "builds", "https", "adapters", "app", "memory", "tickets", "signer", "instances", "peers")
 SESSION_TLS = {None: "TLSv1.3 (negotiated)", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
 
@@ -20,10 +21,13 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, help="rounds per group (default 6, quick 2)")
     parser.add_argument("--duration", type=float, help="seconds per path per round (default 0.5, quick 0.2)")
     parser.add_argument("--tls", choices=("1.2", "1.3"), help="pin the peers to one TLS version")
-    parser.add_argument("--skip", action="append", default=[],
-                        choices=("handshakes", "builds", "https", "adapters", "app", "memory", "tickets", "signer"),
+    parser.add_argument("--skip", action="append", default=[], choices=GROUPS,
                         help="leave a group out (repeatable)")
+    parser.add_argument("--only", action="append", default=[], choices=GROUPS,
+                        help="run only this group (repeatable), e.g. --only instances")
     args = parser.parse_args(argv)
+    if args.only:
+        args.skip = [g for g in GROUPS if g not in args.only]
     args.rounds = args.rounds or (2 if args.quick else 6)
     args.duration = args.duration or (0.2 if args.quick else 0.5)
     return args
@@ -76,12 +80,15 @@ def main(argv=None):
                 result["handshakes"] = handshakes(p, peer, args, cold)
             if "app" not in args.skip:
                 result["app"] = app.run(p, peer.port, workdir, args.rounds, 0.6 if args.quick else 1.0, log)
+            if "instances" not in args.skip:
+                result["instances"] = instances.run(p, peer.port, args.rounds, 0.6 if args.quick else 1.0,
+                                                    workdir, log)
         if "builds" not in args.skip:
             result["builds"] = builds.run(p, cold, args.rounds, args.duration, progress=log)
         if "tickets" not in args.skip:
             log("TLS 1.3 servers with and without session tickets")
             result["tickets"] = tickets.run(p, args.rounds, args.duration, log)
-        if "https" not in args.skip or "adapters" not in args.skip or "signer" not in args.skip:
+        if "https" not in args.skip or "adapters" not in args.skip or "signer" not in args.skip or "peers" not in args.skip:
             if peers.Nginx.available():
                 with peers.Nginx(p, args.tls) as nginx:
                     if "signer" not in args.skip:
@@ -92,8 +99,11 @@ def main(argv=None):
                         result["https"] = requests(p, nginx.port, args)
                     if "adapters" not in args.skip:
                         result["adapters"] = adapters.run(p, nginx.port, args, log)
+                    if "peers" not in args.skip:
+                        log("peers: dyncert, requests_pkcs12, google-auth and niquests against the same nginx")
+                        result["peers"] = peerclients.run(p, nginx.port, args.rounds, args.duration, log)
             else:
-                result["notes"].append(f"nginx not found at {peers.NGINX}: HTTPS requests not measured")
+                result["notes"].append(f"nginx not found at {peers.nginx.NGINX}: HTTPS requests not measured")
         if "memory" not in args.skip:
             log("memory, in a fresh interpreter")
             result["memory"] = memory.run(count=1000, default_count=200, bundle_count=10 if args.quick else 20)
@@ -101,10 +111,16 @@ def main(argv=None):
                                      result.get("tickets"))
     result["ratios"].update(report.adapter_ratios(result.get("adapters")))
     result["ratios"].update(report.signer_ratios(result.get("signer")))
+    if "instances" in result:
+        result["ratios"].update(instances.ratios(result["instances"]))
+    if "peers" in result:
+        result["ratios"].update(peerclients.ratios(result["peers"]))
     result["goals"] = (report.goals(result["ratios"], result.get("app"), result.get("memory"))
-                       + report.adapter_goals(result["ratios"]) + report.signer_goals(result["ratios"]))
+                       + report.adapter_goals(result["ratios"]) + report.signer_goals(result["ratios"])
+                       + report.instance_goals(result["ratios"], result.get("instances"))
+                       + peerclients.goals(result["ratios"]))
     if args.json:
-        for group in ("handshakes", "https", "tickets", "adapters", "signer"):
+        for group in ("handshakes", "https", "tickets", "adapters", "signer", "instances", "peers"):
             if group in result and "samples" in result[group]:
                 result[group]["samples"] = {k: [list(s) for s in v] for k, v in result[group]["samples"].items()}
         result["goals"] = [{"goal": g, "measured": m, "passed": ok} for g, m, ok in result["goals"]]

@@ -5,52 +5,25 @@ import http.client
 import json
 import os
 import secrets
-import subprocess
 import sys
 import threading
 import time
 
-from . import peers, timing
+from tests.harness.appserver import Gunicorn
+
+from . import timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMPLOYEE, ADDRESS = "asalieri", 1
 PATH = f"/api/v1/employees/{EMPLOYEE}/addresses/{ADDRESS}"
 
 
-class AppServer:
-    """gunicorn (1 worker, 8 threads) serving main:app against the given environment."""
+class AppServer(Gunicorn):
+    """gunicorn (1 worker, 8 threads) serving main:app against the given environment (the test harness's)."""
 
     def __init__(self, env, log_path):
-        self.env, self.log_path = env, log_path
-        self.port = peers.free_port()
+        super().__init__(env, log_path, threads=8, extra_args=["--log-level", "warning"])
         self.token = env["ADMIN_TOKEN"]
-        self.process = None
-
-    def __enter__(self):
-        args = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{self.port}", "--threads", "8",
-                "--log-level", "warning", "main:app"]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start (see {self.log_path})")
-            try:
-                if self.call("GET", "/healthz")[0] == 200:
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("gunicorn did not answer /healthz")
-
-    def __exit__(self, *exc):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
     def connection(self):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -173,7 +146,7 @@ class Breakdown:
             t0 = t()
             entity = self.m.get_entity(EMPLOYEE, ADDRESS)
             t1 = t()
-        key_pem = self.m.unseal_slot(self.sealing.kek_from_settings(self.settings), entity.key, entity)
+        key_pem = self.m.unseal_slot(self.sealing.kek_from_settings(self.settings), entity, entity)
         t2 = t()
         ident = self.identity_cls.from_trusted_pem(entity.chain_pem.encode(), key_pem)
         target = self.targets.Target(entity.host, entity.port, entity.server_hostname)

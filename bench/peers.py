@@ -1,63 +1,19 @@
-"""The loopback peers: `openssl s_server -Verify 1 -verify_return_error` (handshakes) and nginx with ssl_verify_client (HTTP keep-alive)."""
+"""The loopback peers: `openssl s_server -Verify 1 -verify_return_error` (handshakes) and nginx with ssl_verify_client (HTTP keep-alive).
+
+Ports and the nginx config come from the test harness (tests/harness/), so both run the same server.
+"""
 
 import os
 import re
 import resource
-import shutil
 import signal
-import socket
 import subprocess
 import time
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+from tests.harness import nginx
+from tests.harness.ports import free_port, wait_listening
+
 TLS_FLAGS = {None: [], "1.2": ["-tls1_2"], "1.3": ["-tls1_3"]}
-NGINX_PROTOCOLS = {None: "TLSv1.2 TLSv1.3", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
-
-NGINX_CONFIG = """
-worker_processes 1;
-daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi;
-  uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-  keepalive_requests 100000;
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {pki}/peer.pem;
-    ssl_certificate_key {pki}/peer-key.pem;
-    ssl_client_certificate {pki}/ca.pem;
-    ssl_verify_client on;
-    ssl_protocols {protocols};
-    location / {{
-      default_type application/json;
-      return 200 '{{"subject": "$ssl_client_s_dn", "protocol": "$ssl_protocol"}}\\n';
-    }}
-  }}
-}}
-"""
-
-
-def free_port():
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port, process, what, log, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited at start: {log()}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen: {log()}")
 
 
 class _Process:
@@ -103,7 +59,7 @@ class SServer(_Process):
     def start(self):
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        _wait_listening(self.port, self.process, "openssl s_server", self.log)
+        wait_listening(self.port, self.process, "openssl s_server", self.log)
         return self
 
 
@@ -116,18 +72,18 @@ class Nginx(_Process):
         os.makedirs(self.dir, exist_ok=True)
         self.log_path = os.path.join(self.dir, "error.log")
         with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
-            f.write(NGINX_CONFIG.format(dir=self.dir, pki=pki.directory, port=self.port,
-                                        protocols=NGINX_PROTOCOLS[tls]))
+            f.write(nginx.config(self.dir, self.port, pki.path("peer.pem"), pki.path("peer-key.pem"),
+                                 pki.path("ca.pem"), tls, log_level="warn"))
 
     @staticmethod
     def available():
-        return os.path.exists(NGINX)
+        return nginx.available()
 
     def start(self):
-        self.process = subprocess.Popen([NGINX, "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf")],
+        self.process = subprocess.Popen([nginx.NGINX, "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf")],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        _wait_listening(self.port, self.process, "nginx", self.log)
+        wait_listening(self.port, self.process, "nginx", self.log)
         return self
 
     def stop(self):

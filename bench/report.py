@@ -143,6 +143,47 @@ def signer_goals(r):
     return out
 
 
+INSTANCE_ROWS = (
+    ("library_4_threads", "bare library, 4 threads (calls.handshake)"),
+    ("datastore_1_instance", "1 instance, 4 clients, Datastore reads"),
+    ("redis_1_instance", "1 instance, 4 clients, Redis global cache"),
+    ("datastore_3_instances", "3 instances, 12 clients, Datastore reads"),
+    ("redis_3_instances", "3 instances, 12 clients, Redis global cache"),
+    ("datastore_1_instance_cold", "1 instance, 4 clients, cold identities, Datastore"),
+    ("redis_1_instance_cold", "1 instance, 4 clients, cold identities, Redis cache"),
+)
+
+
+def instance_goals(r, inst):
+    """The global cache's goals: no Datastore read for a hot identity, app/library >= 0.35x with 4 clients."""
+    if not inst or not inst.get("redis"):
+        return []
+    reads = inst.get("redis_datastore_reads_per_call")
+    ratio = r.get("app_vs_library_4_clients_cache")
+    return [("with the cache: Datastore reads per call (hot identity) == 0", f"{reads:.3f}", reads == 0),
+            ("with the cache: app/library, 4 clients >= 0.35x", f"{ratio:.2f}x", ratio >= 0.35)]
+
+
+def instances_lines(inst, r):
+    """The `instances` group: rates, reads per call, ratios."""
+    lines = [""] + _rows("App instances (gunicorn, 1 worker x 8 threads each) on one Datastore emulator, "
+                         "POST .../handshake against s_server", INSTANCE_ROWS, inst["summary"], "library_4_threads")
+    reads = [f"Datastore reads (Lookup RPCs) per call, hot identity: {inst['datastore_datastore_reads_per_call']:.3f}"
+             " without the cache"]
+    if inst.get("redis"):
+        reads.append(f"{inst['redis_datastore_reads_per_call']:.3f} with it")
+    lines.append("  " + ", ".join(reads))
+    if inst.get("redis_keys"):
+        lines.append(f"  Redis: {inst['redis_keys']} cached identities, {inst['redis_bytes_per_identity']:.0f} bytes each "
+                     "(MEMORY USAGE)")
+    lines.append(f"  cold: {inst['cold_identities']} identities called in turn, {inst['contexts_kept']} contexts kept "
+                 "per instance (DYNCERT_CACHE_SIZE): a context build and a full handshake per call")
+    shown = [f"{k} {v:.2f}x" for k, v in r.items() if isinstance(v, float) and (
+        k.startswith("app_vs_library_4_clients_") or k.startswith("cache_vs_") or k.startswith("three_vs_"))]
+    lines.append("  " + "; ".join(shown))
+    return lines
+
+
 def _rows(title, rows, summary, base, extra=None):
     lines = [title, f"  {'path':<52} {'rate/s':>8} {'(min..max)':>15} {'CPU µs/op':>10} {'vs ' + base:>10}"]
     for key, label in rows:
@@ -232,6 +273,11 @@ def table(result):
     elif signer:
         lines += ["", f"signer: not measured: {signer.get('unsupported')}"]
     r = result["ratios"]
+    if result.get("instances"):
+        lines += instances_lines(result["instances"], r)
+    if result.get("peers"):
+        from .peerclients import table_lines
+        lines += table_lines(result["peers"])
     if "python_vs_c_cpu_per_handshake" in r:
         lines += ["", f"Python/C: dyncert warm {r['warm_vs_limit_rate']:.2f}x the rate of openssl s_time; "
                       f"client CPU per handshake {r['python_vs_c_cpu_per_handshake']:.2f}x s_time's"]

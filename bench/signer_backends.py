@@ -1,7 +1,7 @@
 """Signer backends side by side (issue 18.4): signatures per second and full handshakes per second, P-256.
 
 LocalSigner (the key in memory) is the baseline measured in the same run; CloudKmsSigner goes through
-the real google-cloud-kms client to the local Cloud KMS STAND-IN (tests/kms_standin.py: gRPC on
+the real google-cloud-kms client to the local Cloud KMS STAND-IN (tests/harness/kms_standin.py: gRPC on
 loopback, software keys: what the client stack costs, not Cloud KMS's latency); Pkcs11Signer signs
 on a SoftHSM2 token. Handshakes: TLS 1.3 against `openssl s_server -Verify 1 -verify_return_error`.
 
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dyncert import context, runtime
 from dyncert.signers import LocalSigner, SignerIdentity
 from dyncert.signers.cloudkms import CloudKmsSigner
-from tests import interop_pki, kms_standin, peers, pki, softhsm
+from tests.harness import interop_pki, kms_standin, peers, pki, softhsm
 
 from . import timing
 

@@ -1,4 +1,4 @@
-"""`make run`: emulator, demo PKI, demo peer, the app under gunicorn, demo data; Ctrl-C stops all.
+"""`make run`: emulator, demo PKI, demo peer, KMS stand-in, the app under gunicorn, demo data; Ctrl-C stops all.
 
 Honours PORT (default 8080), ADMIN_TOKEN (else the one kept in local/admin-token, made on the
 first run), DATASTORE_EMULATOR_HOST (use that emulator instead of starting one), DEMO_PEER_PORT,
@@ -135,6 +135,60 @@ def seed(base, token, pki_dir, https_port, echo_port):
             raise RuntimeError(f"Storing the demo identity failed: {status} {body}")
 
 
+KMS_DEMO = "/api/v1/employees/asalieri/addresses/3"
+KMS_DEMO_RING = "projects/dyncert-local/locations/global/keyRings/make-run-standin"
+
+
+def sign_demo_csr(csr_pem, cn="make run demo CA (KMS identity)"):
+    """A throwaway CA of this run issues the CSR's certificate; returns (chain PEM, CA PEM). Its key is dropped."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    if not csr.is_signature_valid:
+        raise RuntimeError("The KMS demo CSR's signature does not verify.")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=90))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(name).public_key(csr.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return leaf.public_bytes(pem).decode(), ca.public_bytes(pem).decode()
+
+
+def seed_kms(base, token, pki_dir, open_port):
+    """asalieri/3: a key born in the KMS stand-in (CSR signed there), certified by a throwaway CA, talking
+    to the open demo peer (which accepts any client certificate). Returns a line for the banner."""
+    api(base, token, "DELETE", KMS_DEMO)  # the stand-in forgot last run's keys: start afresh
+    status, body = api(base, token, "POST", KMS_DEMO + "/csr", {
+        "key_location": "cloud_kms", "subject": {"CN": "kms-demo", "O": "make run (KMS stand-in)"}})
+    if status == 400 and body["error"]["code"] == "signer_unsupported":
+        return "not shown: this Python cannot bind a remote signer (signer_unsupported)"
+    if status != 201:
+        raise RuntimeError(f"Creating the KMS demo key failed: {status} {body}")
+    chain, _ = sign_demo_csr(body["csr"])
+    with open(os.path.join(pki_dir, "ca.pem")) as f:
+        peer_ca = f.read()
+    status, body = api(base, token, "PUT", KMS_DEMO + "/next", {
+        "cert": chain, "host": "127.0.0.1", "port": open_port, "server_hostname": "localhost", "ca_certs": peer_ca})
+    if status not in (200, 201):
+        raise RuntimeError(f"Staging the KMS demo identity failed: {status} {body}")
+    status, body = api(base, token, "POST", KMS_DEMO + "/promote", {})
+    if status != 200:
+        raise RuntimeError(f"Promoting the KMS demo identity failed: {status} {body}")
+    return "asalieri/3 (key in the KMS stand-in, software keys: not Cloud KMS)"
+
+
 class Stack:
     """The processes `make run` starts, stopped in reverse order."""
 
@@ -199,6 +253,12 @@ def main():
         https_port = pick_port("DEMO_PEER_PORT", 8443)
         echo_port = pick_port("DEMO_ECHO_PORT", 8444 if https_port != 8444 else 8445)
         open_port = pick_port("DEMO_OPEN_PORT", 8445 if 8445 not in (https_port, echo_port) else 8446)
+        kms_port = free_port()
+        stack.spawn("kms-standin", [sys.executable, "-m", "devserver.kms_standin", "--port", str(kms_port)], env)
+        env.setdefault("KMS_ENDPOINT", f"127.0.0.1:{kms_port}")  # the app's KMS client talks to the stand-in
+        env.setdefault("KMS_KEY_RING", KMS_DEMO_RING)
+        env.setdefault("KMS_PROTECTION", "SOFTWARE")  # what the stand-in really is
+        standin = stack.processes[-1][1]
         peer = stack.spawn("demo-peer", [sys.executable, "-m", "devserver.demo_peer", "--pki", pki_dir,
                                          "--https-port", str(https_port), "--echo-port", str(echo_port),
                                          "--open-port", str(open_port)], env)
@@ -207,11 +267,13 @@ def main():
                                   "--threads", "8", "--access-logfile", "-", "--no-control-socket",
                                   "main:app"], env)
         wait_until_listening(https_port, peer, "The demo peer")
+        wait_until_listening(kms_port, standin, "The KMS stand-in")
         wait_until_listening(port, app, "The app")
         base = f"http://127.0.0.1:{port}"
         if not is_own_app(base, run_id):  # another program took the port meanwhile
             raise PortTaken(port)
         seed(base, token, pki_dir, https_port, echo_port)
+        kms_demo = seed_kms(base, token, pki_dir, open_port)
         print(f"""
   dyncert is running: {base}/
   Admin token:        {token}
@@ -219,6 +281,8 @@ def main():
   Demo mTLS peer:     https://localhost:{https_port}/ (echo on port {echo_port}; trusts only the demo CA)
   Demo open peer:     https://localhost:{open_port}/ (demo convenience: accepts ANY client certificate,
                       checks only that you hold its key, and answers with what it saw)
+  KMS demo identity:  {kms_demo}
+                      (KMS stand-in on {env['KMS_ENDPOINT']})
   Datastore emulator: {env['DATASTORE_EMULATOR_HOST']} (loopback, but WITHOUT authentication: every user
                       of this machine can read and write it - sessions, sign-in counters, history.
                       Run `make run` on a machine only you use; see README's security model.)

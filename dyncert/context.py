@@ -551,12 +551,12 @@ class ContextCache:
                 return ctx
             self.misses += 1
         ctx = client_context(identity, ca_certs, version)
+        dropped: list[ssl.SSLContext] = []
         with self._lock:
             existing = self._entries.get(key)
             if existing is not None:  # another thread built it meanwhile: everyone shares one
                 self._entries.move_to_end(key)
                 return existing
-            dropped = []
             if self.maxsize > 0:
                 self._entries[key] = ctx
                 while len(self._entries) > self.maxsize:

@@ -11,8 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
-from dyncert.errors import InputError
+from dyncert import der
+from dyncert.errors import InputError, SignerError
 from dyncert.identity import display_name, key_type as key_type_label
+from dyncert.signers.base import SCHEMES, signer_schemes
 
 DEFAULT_KEY_TYPE = "EC-P256"  # fast, small, and accepted by every TLS 1.2+ server
 KEY_TYPES = ("EC-P256", "EC-P384", "RSA-2048", "RSA-3072", "RSA-4096", "Ed25519")
@@ -170,10 +172,16 @@ class PendingKey:
         return f"PendingKey(key_type={self.key_type!r}, public_key_sha256={self.public_key_sha256!r})"
 
 
+def csr_request(subject: object, san: object) -> tuple[x509.Name, list[x509.GeneralName], list[str]]:
+    """The subject and SANs a CSR asks for, validated: (Name, GeneralNames, ["DNS:...", ...])."""
+    name = subject_name(subject)
+    general_names, shown = san_entries(san)
+    return name, general_names, shown
+
+
 def new_key_and_csr(key_type: object = None, subject: object = None, san: object = None) -> PendingKey:
     """Validate the request, then generate a key and its signed CSR."""
-    name = subject_name(subject)  # checked before the (possibly slow) key generation
-    general_names, shown = san_entries(san)
+    name, general_names, shown = csr_request(subject, san)  # checked before the (possibly slow) key generation
     key = generate_key(DEFAULT_KEY_TYPE if key_type is None else key_type)
     builder = x509.CertificateSigningRequestBuilder().subject_name(name)
     if general_names:
@@ -186,3 +194,101 @@ def new_key_and_csr(key_type: object = None, subject: object = None, san: object
                       key_type_label(key.public_key()), public_key_sha256(key.public_key()),
                       display_name(name), shown)  # `openssl x509 -subject` order, as every subject shown
 
+
+
+# --- a CSR signed by a signer (the key stays in KMS or an HSM) ---------------------------------
+# cryptography signs a CSR only with a private key object, so the CertificationRequestInfo (RFC 2986)
+# is written here with der.tlv, and the signer signs its digest as it would a TLS handshake's.
+
+_OID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
+_OID_SUBJECT_ALT_NAME = "2.5.29.17"
+_HASH_OIDS = {"sha256": "2.16.840.1.101.3.4.2.1", "sha384": "2.16.840.1.101.3.4.2.2",
+              "sha512": "2.16.840.1.101.3.4.2.3"}
+_ECDSA_OIDS = {"sha256": "1.2.840.10045.4.3.2", "sha384": "1.2.840.10045.4.3.3", "sha512": "1.2.840.10045.4.3.4"}
+_RSA_PKCS1_OIDS = {"sha256": "1.2.840.113549.1.1.11", "sha384": "1.2.840.113549.1.1.12",
+                   "sha512": "1.2.840.113549.1.1.13"}
+_OID_RSASSA_PSS = "1.2.840.113549.1.1.10"
+_OID_MGF1 = "1.2.840.113549.1.1.8"
+_OID_ED25519 = "1.3.101.112"
+_NULL = b"\x05\x00"
+
+
+def _oid(dotted: str) -> bytes:
+    """DER OBJECT IDENTIFIER."""
+    arcs = [int(a) for a in dotted.split(".")]
+    body = bytearray([40 * arcs[0] + arcs[1]])
+    for arc in arcs[2:]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body += bytes(reversed(chunk))
+    return der.tlv(0x06, bytes(body))
+
+
+def _seq(*items: bytes) -> bytes:
+    return der.tlv(0x30, b"".join(items))
+
+
+def signature_algorithm(scheme: str) -> bytes:
+    """The DER AlgorithmIdentifier of a signer scheme (RSA-PSS: MGF1 of the same hash, salt = digest length)."""
+    spec = SCHEMES[scheme]
+    if spec.family == "ed25519":
+        return _seq(_oid(_OID_ED25519))
+    hash_name = spec.hash or "sha256"
+    if spec.family == "ec":
+        return _seq(_oid(_ECDSA_OIDS[hash_name]))
+    if spec.padding == "pkcs1":
+        return _seq(_oid(_RSA_PKCS1_OIDS[hash_name]), _NULL)
+    hash_id = _seq(_oid(_HASH_OIDS[hash_name]), _NULL)
+    params = _seq(der.tlv(0xA0, hash_id), der.tlv(0xA1, _seq(_oid(_OID_MGF1), hash_id)),
+                  der.tlv(0xA2, der.tlv(0x02, bytes([spec.digest_size]))))
+    return _seq(_oid(_OID_RSASSA_PSS), params)
+
+
+def request_info(name: x509.Name, public_key: PublicKeyTypes, general_names: list[x509.GeneralName]) -> bytes:
+    """DER CertificationRequestInfo: version 0, subject, the key's SubjectPublicKeyInfo, extensionRequest(SAN)."""
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    attributes = b""
+    if general_names:
+        san = x509.SubjectAlternativeName(general_names).public_bytes()
+        extensions = _seq(_seq(_oid(_OID_SUBJECT_ALT_NAME), der.tlv(0x04, san)))
+        attributes = _seq(_oid(_OID_EXTENSION_REQUEST), der.tlv(0x31, extensions))
+    return _seq(der.tlv(0x02, b"\x00"), name.public_bytes(), spki, der.tlv(0xA0, attributes))
+
+
+def signer_csr(signer: object, subject: object = None, san: object = None) -> "SignerCsr":
+    """Validate the request, then a CSR for the signer's key, signed by the signer (one signature)."""
+    name, general_names, shown = csr_request(subject, san)
+    public_key = signer.public_key()  # type: ignore[attr-defined]
+    scheme = signer_schemes(signer, public_key)[0]  # type: ignore[arg-type]
+    info = request_info(name, public_key, general_names)
+    spec = SCHEMES[scheme]
+    data = info if spec.hash is None else hashlib.new(spec.hash, info).digest()
+    try:
+        signature = bytes(signer.sign(data, scheme))  # type: ignore[attr-defined]
+    except SignerError:
+        raise
+    except Exception as e:  # a duck-typed signer may fail in any way: keep its message as the cause
+        raise SignerError(f"The signer failed to sign the CSR ({scheme}): {type(e).__name__}: {str(e)[:200]}") from e
+    request = _seq(info, signature_algorithm(scheme), der.tlv(0x03, b"\x00" + signature))
+    try:
+        valid = x509.load_der_x509_csr(request).is_signature_valid
+    except ValueError:
+        valid = False
+    if not valid:
+        raise SignerError(f"The signer's signature of the CSR does not verify with its public key ({scheme}).")
+    return SignerCsr(der.pem(b"CERTIFICATE REQUEST", request).decode("ascii"), key_type_label(public_key),
+                     public_key_sha256(public_key), display_name(name), shown)  # openssl order, as above
+
+
+class SignerCsr:
+    """A CSR signed by a signer: its PEM and what it asks for (no key here to keep or hide)."""
+
+    def __init__(self, csr_pem: str, key_type: str, public_key_sha256: str, subject: str, san: list[str]) -> None:
+        self.csr_pem, self.key_type, self.public_key_sha256 = csr_pem, key_type, public_key_sha256
+        self.subject, self.san = subject, san
+
+    def __repr__(self) -> str:
+        return f"SignerCsr(key_type={self.key_type!r}, public_key_sha256={self.public_key_sha256!r})"

@@ -41,9 +41,12 @@ class DyncertError(Exception):
 class InputError(DyncertError, ValueError):
     """Credentials, CA bundle, TLS version or target that cannot be used."""
 
-    def __init__(self, code: str, message: str) -> None:
+    field: str | None = None  # the input it is about ("host", "port", "cert", ...), when one is
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
         assert code in INPUT_CODES, code
         super().__init__(code, message)
+        self.field = field
 
 
 class RemoteError(DyncertError):

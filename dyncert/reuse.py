@@ -139,3 +139,4 @@ def pool(context: ssl.SSLContext, peer: Hashable, make: Callable[[], _Pool]) -> 
         _close_idle_when_collected(made)
         _put(state.pools, peer, made)
         return made
+

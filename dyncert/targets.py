@@ -117,7 +117,7 @@ def _is_dns_name(name: str) -> bool:
 def _normalize_host(host: object, what: str) -> str:
     """Lowercase DNS name without trailing dot, or compressed IP literal; InputError invalid_target if neither."""
     if not isinstance(host, str):
-        raise InputError("invalid_target", f"Expected the {what} as text, found {type(host).__name__}.")
+        raise InputError("invalid_target", f"Expected the {what} as text, found {type(host).__name__}.", what)
     ip = _ip(host)
     if ip is not None:
         return str(ip)
@@ -125,7 +125,7 @@ def _normalize_host(host: object, what: str) -> str:
     if not _is_dns_name(name):
         shown = host if len(host) <= 80 else host[:80] + "..."
         raise InputError("invalid_target", f"Expected the {what} to be a DNS name (letters, digits, hyphens; "
-                         f"use the xn-- form for international names) or an IP address, found {shown!r}.")
+                         f"use the xn-- form for international names) or an IP address, found {shown!r}.", what)
     return name.lower()
 
 
@@ -134,14 +134,14 @@ def _refuse_forbidden(host: str) -> None:
     ip = _ip(host)
     if host.lower().rstrip(".") in METADATA_NAMES or (ip is not None and forbidden_address(ip)):
         raise InputError("target_not_allowed", f"Calls to {host!r} are always refused: link-local and "
-                         "metadata-server addresses could expose the platform's credentials.")
+                         "metadata-server addresses could expose the platform's credentials.", "host")
 
 
 def validate_target(host: str, port: int = 443, server_hostname: str | None = None) -> Target:
     """A normalized Target, or InputError invalid_target / target_not_allowed."""
     host = _normalize_host(host, "host")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise InputError("invalid_target", f"Expected a port from 1 to 65535, found {port!r}.")
+        raise InputError("invalid_target", f"Expected a port from 1 to 65535, found {port!r}.", "port")
     if server_hostname is not None and server_hostname != "":
         server_hostname = _normalize_host(server_hostname, "server_hostname")
     else:
@@ -211,7 +211,8 @@ def check_allowed(target: Target, allowed: str | Iterable[str] | None) -> Target
     if isinstance(allowed, str):
         allowed = parse_allowed(allowed) or []
     if not any(_matches(target.host.lower(), target.port, pattern) for pattern in allowed):
-        raise InputError("target_not_allowed", f"Expected a target listed in ALLOWED_TARGETS, found {target}.")
+        raise InputError("target_not_allowed", f"Expected a target listed in ALLOWED_TARGETS, found {target}.",
+                         "host")
     return target
 
 

@@ -2,6 +2,7 @@
 
 from handlers.base import BaseHandler
 from handlers.status import status_facts
+from models import schema
 from models.store import delete_identity, get_entity, list_identities, put_identity
 from models.views import public_view
 
@@ -37,6 +38,8 @@ class Identities(ApiHandler):
 class Identity(ApiHandler):
     """GET, PUT, DELETE one identity."""
 
+    body_fields = schema.UPLOAD
+
     def get(self, employee, address):
         self.write_json(public_view(get_entity(employee, address)))
 
@@ -46,6 +49,6 @@ class Identity(ApiHandler):
         self.write_json(view, 201 if created else 200)
 
     def delete(self, employee, address):
-        delete_identity(employee, address, actor=actor(self))
+        delete_identity(employee, address, actor=actor(self), settings=self.settings)
         self.response.status_int = 204
         del self.response.headers["Content-Type"]  # a 204 has no body to describe

@@ -4,18 +4,20 @@ import json
 import logging
 import re
 import urllib.parse
+from typing import NamedTuple
 
 import webapp2
+from google.api_core import exceptions as gexc
 
 import sealing
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
+from handlers.keyfilter import request_keys
 from handlers.templating import render
-from models.entities import NotFound
+from models import schema
+from models.entities import Conflict, NotFound, TooLarge
 
 log = logging.getLogger("dyncert.app")
-
-MAX_BODY_BYTES = 256 * 1024  # API.md: bodies over 256 KiB get 413 too_large
 
 SECURITY_HEADERS = {
     # No inline script, no third-party origin, never framed: the pages handle private keys.
@@ -28,11 +30,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-
-
-# A private key PEM block, complete or cut short: typed into any form field, it is never shown again.
-PRIVATE_KEY_BLOCK = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S)
 
 
 class ApiError(Exception):
@@ -51,11 +48,11 @@ def check_text_encoding(request):
     query = request.environ.get("QUERY_STRING", "")
     if not _utf8(urllib.parse.unquote_to_bytes(query.replace("+", " ").encode("latin-1", "replace"))):
         raise ApiError(400, "invalid_request", "The query string holds percent-encoded bytes that are not UTF-8.")
-    if request.method not in auth.STATE_CHANGING or request.content_type not in FORM_TYPES:
+    if request.content_type not in FORM_TYPES:  # WebOb parses a form body whatever the method (a GET too)
         return
     if request.charset != "UTF-8":  # WebOb's own reading of the header (it refuses any other with a 500)
         raise ApiError(400, "invalid_request", "Forms must be sent as UTF-8 (charset=utf-8, or no charset).")
-    if request.content_type == FORM_TYPES[0] and (request.content_length or 0) <= MAX_BODY_BYTES:
+    if request.content_type == FORM_TYPES[0]:  # main.py's middleware has already capped the body
         if not _utf8(urllib.parse.unquote_to_bytes(request.body.replace(b"+", b" "))):
             raise ApiError(400, "invalid_request", "The form holds bytes that are not UTF-8.")
 
@@ -70,14 +67,68 @@ def _utf8(data):
 
 def storage_error_types():
     """Exception types that mean Datastore could not be reached."""
-    from google.api_core import exceptions as gexc
     return (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError)
+
+
+def cache_error_types():
+    """Exception types that mean the Redis global cache could not be reached (only set with REDIS_CACHE_URL)."""
+    import redis
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class HttpError(NamedTuple):
+    """How an error is answered: status, API.md code, message."""
+
+    status: int
+    code: str
+    message: str
+
+
+STORAGE_DOWN = "Datastore is not reachable right now; retry in a few seconds."
+CACHE_DOWN = ("The identity cache (Redis) is not reachable, so nothing was changed; "
+              "retry in a few seconds.")
+
+# The one table from error to HTTP status and code (API.md), first match wins; a code of None is the
+# error's own. RecordTampered before UnsealError (its base): reported, never used, a replacement repairs it.
+ERROR_TABLE = (
+    (ApiError, lambda e: e.status, None),
+    (InputError, 400, None),
+    (UnicodeDecodeError, 400, "invalid_request"),  # a multipart part WebOb could not decode: the sender's bytes
+    (RemoteError, lambda e: 504 if e.code == "timeout" else 502, None),  # the remote side's failure, not ours
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, None),                                                # no_next, no_previous, no_pending
+    (TooLarge, 413, "too_large"),                                         # a record over Datastore's 1 MiB
+    (sealing.RecordTampered, 409, "record_tampered"),
+    (sealing.UnsealError, 500, "key_unavailable"),
+    (sealing.SealingUnavailable, 503, "sealing_unavailable"),
+    (storage_error_types(), 503, "storage_unavailable"),
+    (cache_error_types(), 503, "cache_unavailable"),  # ndb could not lock the cached copy first: nothing written
+)
+
+
+NOT_UTF8 = "The request holds text that is not UTF-8."
+
+
+def http_error(error):
+    """The HttpError the table gives `error`, or None for an unexpected one (webapp2's 500, no detail)."""
+    for kind, status, code in ERROR_TABLE:
+        if isinstance(error, kind):
+            status = status(error) if callable(status) else status
+            if code == "storage_unavailable":
+                return HttpError(status, code, STORAGE_DOWN)
+            if code == "cache_unavailable":
+                return HttpError(status, code, CACHE_DOWN)
+            if isinstance(error, UnicodeDecodeError):  # its str() quotes the sender's bytes
+                return HttpError(status, code, NOT_UTF8)
+            return HttpError(status, code or error.code, getattr(error, "message", None) or str(error))
+    return None
 
 
 class BaseHandler(webapp2.RequestHandler):
     """Common behaviour; subclasses set `public = True` to skip the admin gate."""
 
     public = False
+    body_fields = schema.EMPTY  # the fields a JSON body of this route may hold (API.md "Strict bodies")
 
     @property
     def settings(self):
@@ -96,31 +147,22 @@ class BaseHandler(webapp2.RequestHandler):
                 if token:
                     self.response.headers["X-CSRF-Token"] = token
             return super().dispatch()
-        except ApiError as e:
-            return self.error_response(e.status, e.code, e.message)
-        except InputError as e:
-            return self.error_response(400, e.code, e.message)
-        except UnicodeDecodeError:  # a multipart part WebOb could not decode: the sender's bytes, not our bug
-            return self.error_response(400, "invalid_request", "The request holds text that is not UTF-8.")
-        except RemoteError as e:
-            return self.error_response(504 if e.code == "timeout" else 502, e.code, e.message)
-        except NotFound as e:
-            return self.error_response(404, "not_found", str(e))
-        except sealing.RecordTampered as e:  # reported, never used: replacing the identity repairs it
-            log.error("sealed record refused: %s", self.request.path)
-            return self.error_response(409, "record_tampered", str(e))
-        except sealing.UnsealError as e:
-            return self.error_response(500, "key_unavailable", str(e))
-        except sealing.SealingUnavailable as e:
-            return self.error_response(503, "sealing_unavailable", str(e))
-        except storage_error_types() as e:
-            log.warning("storage unavailable: %s", type(e).__name__)
-            self.response.headers["Retry-After"] = "5"
-            return self.error_response(503, "storage_unavailable",
-                                       "Datastore is not reachable right now; retry in a few seconds.")
+        except Exception as e:  # noqa: BLE001 - answered through the one table, or re-raised as a bug
+            answer = http_error(e)
+            if answer is None:
+                raise
+            if answer.code == "record_tampered":
+                log.error("sealed record refused: %s", self.request.path)
+            elif answer.code in ("storage_unavailable", "cache_unavailable"):
+                log.warning("%s: %s", answer.code.replace("_", " "), type(e).__name__)
+                self.response.headers["Retry-After"] = "5"
+            return self.error_response(*answer)
 
     def check_request_forgery(self):
-        """API.md Auth: a cookie-borne change needs this app's origin, the session's token and a JSON body."""
+        """API.md Auth: a cookie-borne change needs this app's origin, the session's token and a JSON body.
+
+        The one CSRF check: dispatch runs it before every POST, PUT and DELETE; no handler calls it.
+        """
         if self.auth_method not in auth.AMBIENT:
             return  # Authorization: Bearer is never sent by a browser on its own
         if not auth.same_origin(self.request, self.settings):
@@ -167,9 +209,7 @@ class BaseHandler(webapp2.RequestHandler):
         self.response.text = json.dumps(data, indent=1, sort_keys=True) + "\n"
 
     def json_body(self):
-        """The request body parsed as a JSON object, or an ApiError."""
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+        """The request body parsed as a JSON object, or an ApiError (its size was capped by main.py's middleware)."""
         if not self.request.body.strip():
             return {}
         try:
@@ -185,6 +225,7 @@ class BaseHandler(webapp2.RequestHandler):
         except UnicodeEncodeError:
             raise ApiError(400, "invalid_json", "The body holds an unpaired UTF-16 surrogate escape "
                                                 "(\\ud800-\\udfff); send valid Unicode text.") from None
+        schema.check_fields(data, self.body_fields)  # an unknown field is refused before anything is done
         return data
 
 
@@ -214,24 +255,21 @@ class PageHandler(BaseHandler):
         """The CSRF token for forms on this page, bound to this browser's session."""
         return auth.issue_csrf(self.request, self.response, self.settings, self.principal, self.auth_method)
 
-    def check_csrf(self):
-        """Refuse a form post from another origin, or whose token is not this browser's."""
+    def check_request_forgery(self):
+        """Refuse a form post from another origin, or whose token is not this browser's (run by dispatch)."""
         if not auth.same_origin(self.request, self.settings):
             raise ApiError(403, "csrf_failed", "The form came from another site; nothing was done.")
         expected = auth.csrf_expected(self.request, self.settings, self.principal, self.auth_method)
         if not auth.csrf_valid(expected, self.request.POST.get("csrf_token")):
             raise ApiError(403, "csrf_failed", "The form expired or came from another site; reload and retry.")
 
-    check_request_forgery = check_csrf  # every form post, whoever sends it
-
     def render(self, template, **values):
         """Render a Jinja2 template with the common values."""
-        if isinstance(values.get("form"), dict):  # a form shown again never echoes a pasted private key
-            values["form"] = {k: PRIVATE_KEY_BLOCK.sub("", v) if isinstance(v, str) else v
-                              for k, v in values["form"].items()}
         values.setdefault("csrf_token", self.csrf())
         values.setdefault("signed_in", self.principal is not None)
         values.setdefault("principal", self.principal)
+        values.setdefault("kms_standin", self.settings.kms_endpoint or None)  # KMS keys: say when it is a stand-in
         self.response.content_type = "text/html"
         self.response.charset = "utf-8"
-        self.response.text = render(template, **values)
+        # A form shown again never echoes a pasted private key, nor a part of one (handlers.keyfilter).
+        self.response.text = render(template, pasted_keys=request_keys(self.request), **values)

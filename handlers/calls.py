@@ -2,8 +2,9 @@
 
 import outbound
 from dyncert.calls import METHODS, check_request
-from dyncert.errors import InputError
+from dyncert.errors import REMOTE_CODES, InputError
 from handlers.api import ApiHandler
+from models import schema
 from models.store import load_identity
 
 MAX_SEND = 64 * 1024  # request bodies and echo lines we forward
@@ -36,7 +37,7 @@ class CallHandler(ApiHandler):
     """Loads the identity; remote failures answer 502/504 with "ok": false."""
 
     def error_response(self, status, code, message):
-        if status in (502, 504):
+        if code in REMOTE_CODES:  # the remote side failed: the call's own shape
             return self.write_json({"ok": False, "error": {"code": code, "message": message}}, status)
         return super().error_response(status, code, message)
 
@@ -55,6 +56,8 @@ class Handshake(CallHandler):
 class Request(CallHandler):
     """POST .../request."""
 
+    body_fields = schema.REQUEST
+
     def post(self, employee, address):
         method, path, headers, payload = request_params(self.json_body())
         self.write_json(outbound.request(self.stored(employee, address), self.settings,
@@ -64,6 +67,8 @@ class Request(CallHandler):
 class Echo(CallHandler):
     """POST .../echo."""
 
+    body_fields = schema.ECHO
+
     def post(self, employee, address):
         send = echo_param(self.json_body())
         self.write_json(outbound.echo(self.stored(employee, address), self.settings, send))
@@ -71,6 +76,8 @@ class Echo(CallHandler):
 
 class Fetch(CallHandler):
     """POST /api/v1/fetch: a server-only HTTPS GET (default trust store, PEP 493's PYTHONHTTPSVERIFY)."""
+
+    body_fields = schema.FETCH
 
     def post(self):
         self.write_json(outbound.fetch(self.json_body().get("url"), self.settings))

@@ -3,23 +3,19 @@
 import outbound
 from handlers.api import ApiHandler, actor
 from handlers.calls import CallHandler, echo_param, request_params
-from models.entities import Conflict
+from models import schema
 from models.lifecycle import create_csr, get_csr, get_next, history, promote, remove_next, rollback, stage_next
-from models.store import get_record, load_next, stored_identity
+from models.store import load_next, load_staged
 
 
 class LifecycleHandler(ApiHandler):
-    """A lifecycle route: a state that forbids the change answers 409 with its code."""
-
-    def dispatch(self):
-        try:
-            return super().dispatch()
-        except Conflict as e:
-            return self.error_response(409, e.code, e.message)
+    """A lifecycle route: a state that forbids the change answers 409 with its code (base.ERROR_TABLE)."""
 
 
 class Csr(LifecycleHandler):
     """POST a new pending key and its CSR; GET the pending CSR again."""
+
+    body_fields = schema.CSR
 
     def get(self, employee, address):
         csr_pem, pending = get_csr(employee, address)
@@ -33,6 +29,8 @@ class Csr(LifecycleHandler):
 
 class Next(LifecycleHandler):
     """GET, PUT (stage) and DELETE the next identity."""
+
+    body_fields = schema.UPLOAD
 
     def get(self, employee, address):
         self.write_json({"next": get_next(employee, address)})
@@ -59,14 +57,12 @@ class NextCall(LifecycleHandler, CallHandler):
     """A call with the next identity: 409 no_next without one, remote failures 502/504 as for the current."""
 
     def staged(self, employee, address):
-        entity = get_record(employee, address)
-        if entity.next is None:
-            raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
-        return stored_identity(entity, entity.next, self.settings)
-
+        return load_staged(employee, address, self.settings)
 
 class NextRequest(NextCall):
     """POST .../next/request: like .../request, with the next identity."""
+
+    body_fields = schema.REQUEST
 
     def post(self, employee, address):
         method, path, headers, payload = request_params(self.json_body())
@@ -76,6 +72,8 @@ class NextRequest(NextCall):
 
 class NextEcho(NextCall):
     """POST .../next/echo: like .../echo, with the next identity."""
+
+    body_fields = schema.ECHO
 
     def post(self, employee, address):
         send = echo_param(self.json_body())

@@ -7,27 +7,45 @@ import datetime
 
 from google.cloud import ndb
 
+import kmskeys
 import sealing
 from dyncert import csr
-from dyncert.identity import ClientIdentity, parse_ca_bundle
-from models.binding import new_slot, pending_context, reseal_legacy
-from models.body import field, identity_from_body, target_from_body, tls_version_from_body
+from dyncert.errors import InputError
+from dyncert.identity import ClientIdentity
+from dyncert.signers import SignerIdentity
+from models.binding import (
+    KMS_PREFIX, check_kms_payload, new_slot, opened_keys, pending_context, reseal_legacy, unseal_pending)
+from models.body import Upload, check_upload, completes_pending, field, parse_upload
 from models.entities import (
     UTC, Address, Conflict, Event, NotFound, Pending, address_key, copy_slot, ensure_employee, has_current,
-    new_event, save_with_event)
+    new_event, owned_kms_names, save_with_event)
+from models.kmsrefs import release
 from models.store import get_record
 from models.views import event_view, identity_view, pending_summary, public_view
 
+KEY_LOCATIONS = ("datastore", "cloud_kms")
+
+
 def create_csr(employee, address, body, settings, actor="app"):
-    """Generate a key and CSR, seal the key at once, keep it pending; returns (csr PEM, pending summary)."""
+    """Generate a key and CSR, seal the key at once, keep it pending; returns (csr PEM, pending summary).
+
+    With "key_location": "cloud_kms" the key is created in Cloud KMS and signs the CSR there; the
+    pending key holds only its name (sealed like a key, so an edited record does not open).
+    """
     key = address_key(employee, address)
-    made = csr.new_key_and_csr(body.get("key_type"), body.get("subject"), body.get("san"))
+    location = field(body, "key_location", str, "datastore")
+    if location not in KEY_LOCATIONS:
+        raise InputError("invalid_request", f"'key_location' must be one of {', '.join(KEY_LOCATIONS)}.")
     kek = sealing.kek_from_settings(settings)
-    wrapped_dek, sealed_key = sealing.seal(kek, made.key_pem, pending_context(key, made.public_key_sha256))
     now = datetime.datetime.now(UTC)
-    pending = Pending(sealed_key=sealed_key, wrapped_dek=wrapped_dek, kek_id=kek.kek_id, key_type=made.key_type,
-                      public_key_sha256=made.public_key_sha256, subject=made.subject, san=made.san,
-                      csr_pem=made.csr_pem, created=now)
+    if location == "cloud_kms":
+        pending = _kms_pending(key, body, settings, kek, now)
+    else:
+        made = csr.new_key_and_csr(body.get("key_type"), body.get("subject"), body.get("san"))
+        wrapped_dek, sealed_key = sealing.seal(kek, made.key_pem, pending_context(key, made.public_key_sha256))
+        pending = Pending(sealed_key=sealed_key, wrapped_dek=wrapped_dek, kek_id=kek.kek_id,
+                          key_type=made.key_type, public_key_sha256=made.public_key_sha256, subject=made.subject,
+                          san=made.san, csr_pem=made.csr_pem, created=now)
 
     @ndb.transactional()
     def write():
@@ -35,12 +53,44 @@ def create_csr(employee, address, body, settings, actor="app"):
         if entity is None:
             ensure_employee(key)
             entity = Address(key=key)
+        owned = owned_kms_names(entity)
         entity.pending, entity.pending_created = pending, now
         reseal_legacy(entity, kek)
-        save_with_event(entity, new_event(key, "csr_created", actor, public_key=made.public_key_sha256))
+        save_with_event(entity, new_event(key, "csr_created", actor, public_key=pending.public_key_sha256))
+        return owned
 
-    write()
-    return made.csr_pem, pending_summary(pending)
+    try:
+        owned = write()
+    except BaseException:
+        if pending.kms_key:  # never stored: nothing will ever refer to the key just created
+            kmskeys.destroy(pending.kms_key, settings)
+        raise
+    release(owned, settings)  # a replaced pending key the app created in KMS
+    return pending.csr_pem, pending_summary(pending)
+
+
+def _kms_pending(key, body, settings, kek, now):
+    """A key created in KMS_KEY_RING and its CSR signed there, as a Pending holding only the key's name."""
+    key_type = body.get("key_type") or csr.DEFAULT_KEY_TYPE
+    csr.csr_request(body.get("subject"), body.get("san"))  # a bad request creates no key
+    if key_type not in kmskeys.ALGORITHMS:
+        raise InputError("invalid_request", f"'key_type' for a key in Cloud KMS must be one of "
+                                            f"{', '.join(kmskeys.ALGORITHMS)}; found {str(key_type)[:40]!r}.")
+    kmskeys.require_binding()  # a key this interpreter could never use is not created
+    name = kmskeys.create_key(settings, key_type, hint=f"{key.parent().id()}-{key.id()}")
+    try:
+        signer = kmskeys.signer(name, settings)
+        made = csr.signer_csr(signer, body.get("subject"), body.get("san"))
+        wrapped_dek, sealed_name = sealing.seal(kek, KMS_PREFIX + name.encode(),
+                                                pending_context(key, made.public_key_sha256))
+    except BaseException:
+        kmskeys.destroy(name, settings)
+        raise
+    return Pending(sealed_key=sealed_name, wrapped_dek=wrapped_dek, kek_id=kek.kek_id,
+                   key_type=kmskeys.label(signer.public_key(), kmskeys.protection_of(signer)),
+                   public_key_sha256=made.public_key_sha256, subject=made.subject, san=made.san,
+                   csr_pem=made.csr_pem, created=now, kms_key=name, kms_owned=True,
+                   kms_protection=kmskeys.protection_of(signer))
 
 
 def get_csr(employee, address):
@@ -51,44 +101,53 @@ def get_csr(employee, address):
     return entity.pending.csr_pem, pending_summary(entity.pending)
 
 
-def _completes_pending(body):
-    """True for a PUT .../next body that brings only the certificate for the pending key."""
-    return bool(body.get("cert")) and not body.get("key") and not body.get("pkcs12") \
-        and "PRIVATE KEY-----" not in str(body.get("cert"))
+def current_of(entity):
+    """The current identity of an Address (the Slot a next identity's target defaults to), or None."""
+    return entity if has_current(entity) else None
 
 
-def _next_target(body, current, settings):
-    """Target fields of a next identity: the body's, each defaulting to the current identity's."""
-    merged = {name: body.get(name) for name in ("host", "port", "server_hostname", "tls_version", "ca_certs")}
-    if current is not None:
-        defaults = {"host": current.host, "port": current.port, "tls_version": current.tls_version,
-                    "ca_certs": current.ca_certs}
-        if merged["host"] is None:  # a new host brings its own SNI name (default: itself)
-            defaults["server_hostname"] = current.server_hostname
-        merged = {k: v if v is not None else defaults.get(k) for k, v in merged.items()}
-    ca_text = field(merged, "ca_certs", str)
-    ca_pem = parse_ca_bundle(ca_text).decode() if ca_text and ca_text.strip() else None
-    return ca_pem, target_from_body(merged, settings.allowed_targets), tls_version_from_body(merged)
+def check_next(employee, address, body, settings, now=None):
+    """check_upload for a full next upload (the admin form): target fields default to the current identity's."""
+    try:
+        entity = address_key(employee, address).get()
+    except InputError:
+        entity = None  # check_upload reports the bad id
+    return check_upload(employee, address, body, settings, now, current=current_of(entity))
 
 
-def stage_next(employee, address, body, settings, now=None, actor="app"):
-    """Stage a next identity: the certificate for the pending key, or a full upload; returns (view, created?)."""
+def stage_next(employee, address, upload, settings, now=None, actor="app"):
+    """Stage a next identity: the certificate for the pending key, or a full upload; returns (view, created?).
+
+    A body (dict) is validated here once; an Upload (from check_next) is not validated again.
+    """
     key = address_key(employee, address)
     entity = key.get()
     kek = sealing.kek_from_settings(settings)
-    completing = _completes_pending(body)
+    completing = upload.identity is None if isinstance(upload, Upload) else completes_pending(upload)
+    if completing and (entity is None or entity.pending is None):
+        raise Conflict("no_pending", f"No key is pending for {employee}/{address}: POST .../csr first, "
+                                     "or give 'key' (or 'pkcs12') with the certificate.")
+    if not isinstance(upload, Upload):
+        upload = parse_upload(employee, address, upload, settings, now, current_of(entity), completing)
+    if upload.key != key:
+        raise ValueError("The upload was validated for another address.")
+    identity = upload.identity
     if completing:
-        if entity is None or entity.pending is None:
-            raise Conflict("no_pending", f"No key is pending for {employee}/{address}: POST .../csr first, "
-                                         "or give 'key' (or 'pkcs12') with the certificate.")
         pending = entity.pending
-        key_pem = sealing.unseal(kek, pending.wrapped_dek, pending.sealed_key,
-                                 pending_context(key, pending.public_key_sha256))
-        identity = ClientIdentity.from_pem(field(body, "cert", str), key_pem, now=now)  # key_mismatch if foreign
-    else:
-        identity = identity_from_body(body, now=now)
-    ca_pem, target, tls_version = _next_target(body, entity if has_current(entity) else None, settings)
-    slot = new_slot(identity, ca_pem, target, tls_version, kek, key)
+        key_pem = unseal_pending(kek, entity)
+        if pending.kms_key:
+            check_kms_payload(key_pem, pending.kms_key)
+            kmskeys.require_binding()
+            try:
+                identity = SignerIdentity(upload.cert_pem, kmskeys.signer(pending.kms_key, settings),
+                                          now=now)  # key_mismatch if foreign
+            except InputError as e:
+                e.field = e.field or "cert"
+                raise
+        else:
+            identity = ClientIdentity.from_pem(upload.cert_pem, key_pem, now=now)  # key_mismatch if foreign
+    slot = new_slot(identity, upload.ca_pem, upload.target, upload.tls_version, kek, key,
+                    kms_owned=completing and bool(entity.pending.kms_owned))
 
     @ndb.transactional()
     def write():
@@ -99,15 +158,17 @@ def stage_next(employee, address, body, settings, now=None, actor="app"):
         if record is None:
             ensure_employee(key)
             record = Address(key=key)
+        owned = owned_kms_names(record)
         before = record.next.fingerprint_sha256 if record.next is not None else None
         record.next = slot
         if completing:
             record.pending, record.pending_created = None, None
         reseal_legacy(record, kek)
         save_with_event(record, new_event(key, "next_staged", actor, slot.fingerprint_sha256, before))
-        return before is None
+        return before is None, owned
 
-    created = write()
+    created, owned = write()
+    release(owned, settings)  # a replaced next whose KMS key the app created
     return identity_view(key, slot), created
 
 
@@ -128,12 +189,16 @@ def _switch(employee, address, settings, actor, change):
     @ndb.transactional()
     def write():
         entity = key.get()
+        opened = opened_keys(entity, kek)  # each key where it is, before the change moves it
+        owned = owned_kms_names(entity)
         action, after, before = change(entity)
-        reseal_legacy(entity, kek)
+        reseal_legacy(entity, kek, opened)  # ... and sealed again under its new role
         save_with_event(entity, new_event(key, action, actor, after, before))
-        return entity
+        return entity, owned
 
-    return write()
+    entity, owned = write()
+    release(owned, settings)  # a dropped next or previous whose KMS key the app created and nothing refers to
+    return entity
 
 
 def remove_next(employee, address, settings, actor="app"):

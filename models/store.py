@@ -8,13 +8,18 @@ from dataclasses import dataclass
 
 from google.cloud import ndb
 
+import kmskeys
 import sealing
 from dyncert import targets
-from dyncert.identity import ClientIdentity, parse_ca_bundle
-from models.binding import new_slot, reseal_legacy, unseal_slot
-from models.body import field, identity_from_body, target_from_body, tls_version_from_body
+from dyncert.errors import InputError, SignerError
+from dyncert.identity import ClientIdentity
+from dyncert.signers import SignerIdentity
+from models.binding import check_kms_payload, new_slot, reseal_legacy, unseal_slot
+from models.body import Upload, parse_upload
 from models.entities import (
-    Address, NotFound, address_key, copy_slot, ensure_employee, has_current, new_event, save_with_event)
+    Address, Conflict, NotFound, address_key, copy_slot, ensure_employee, has_current, new_event, owned_kms_names,
+    save_with_event)
+from models.kmsrefs import release
 from models.views import public_view
 
 
@@ -24,26 +29,26 @@ class StoredIdentity:
 
     employee: str
     address: int
-    identity: ClientIdentity
+    identity: object  # ClientIdentity, or SignerIdentity for a key held in Cloud KMS
     target: targets.Target
     ca_certs: object  # PEM bytes, or None for the app's default trust
     tls_version: str
 
 
-def put_identity(employee, address, body, settings, now=None, actor="app"):
-    """Validate `body`, seal its key and store it as current; returns (public view, created?).
+def put_identity(employee, address, upload, settings, now=None, actor="app"):
+    """Seal a validated Upload's key and store it as current; returns (public view, created?).
 
+    A body (dict) is validated first (models.body.parse_upload); an Upload is not validated again.
     Everything is checked before the transaction, so a bad body changes nothing. next, previous
     and pending stay as they were.
     """
-    key = address_key(employee, address)
-    identity = identity_from_body(body, now=now)
-    ca_text = field(body, "ca_certs", str)
-    ca_pem = parse_ca_bundle(ca_text).decode() if ca_text and ca_text.strip() else None
-    target = target_from_body(body, settings.allowed_targets)
-    tls_version = tls_version_from_body(body)
+    if not isinstance(upload, Upload):
+        upload = parse_upload(employee, address, upload, settings, now)
+    key = upload.key
+    if key != address_key(employee, address):
+        raise ValueError("The upload was validated for another address.")
     kek = sealing.kek_from_settings(settings)
-    slot = new_slot(identity, ca_pem, target, tls_version, kek, key)
+    slot = new_slot(upload.identity, upload.ca_pem, upload.target, upload.tls_version, kek, key)
 
     @ndb.transactional()
     def write():
@@ -53,13 +58,15 @@ def put_identity(employee, address, body, settings, now=None, actor="app"):
         entity = existing or Address(key=key)
         created = not has_current(existing)
         before = None if created else existing.fingerprint_sha256
+        owned = owned_kms_names(existing)
         copy_slot(slot, entity)
         reseal_legacy(entity, kek)
         action = "created" if created else "replaced"
         save_with_event(entity, new_event(key, action, actor, slot.fingerprint_sha256, before))
-        return entity, created
+        return entity, created, owned
 
-    entity, created = write()
+    entity, created, owned = write()
+    release(owned, settings)  # the replaced identity's KMS key, if the app made it and nothing else uses it
     return public_view(entity), created
 
 
@@ -81,12 +88,27 @@ def get_entity(employee, address):
 
 def stored_identity(entity, slot, settings):
     """A slot's identity with its key unsealed, ready for a dyncert call."""
-    key_pem = unseal_slot(sealing.kek_from_settings(settings), entity.key, slot)
-    identity = ClientIdentity.from_trusted_pem(slot.chain_pem.encode(), key_pem)
+    payload = unseal_slot(sealing.kek_from_settings(settings), entity, slot)
+    if slot.kms_key:
+        check_kms_payload(payload, slot.kms_key)
+        identity = kms_identity(slot, settings)
+    else:
+        identity = ClientIdentity.from_trusted_pem(slot.chain_pem.encode(), payload)
     target = targets.Target(slot.host, slot.port, slot.server_hostname)
     ca = slot.ca_certs.encode() if slot.ca_certs else settings.ca_file  # None: dyncert's default trust
     return StoredIdentity(entity.key.parent().id(), entity.key.id(), identity, target, ca,
                           slot.tls_version or "TLS")
+
+
+def kms_identity(slot, settings):
+    """A stored KMS slot as a SignerIdentity (its signer warm in kmskeys); KMS refusing it now is signer_failed."""
+    try:
+        return SignerIdentity(slot.chain_pem.encode(), kmskeys.signer(slot.kms_key, settings),
+                              check_validity=False, check_purpose=False)  # validated when stored, as from_trusted_pem
+    except InputError as e:
+        if e.code != "invalid_kms_key":
+            raise
+        raise SignerError(f"Cloud KMS refused the stored key version: {e.message}") from e
 
 
 def load_identity(employee, address, settings):
@@ -100,6 +122,14 @@ def load_next(employee, address, settings):
     entity = get_record(employee, address)
     if entity.next is None:
         raise NotFound(f"No next identity is staged for {employee}/{address}.")
+    return stored_identity(entity, entity.next, settings)
+
+
+def load_staged(employee, address, settings):
+    """The next identity for a call with it (next/request, next/echo): Conflict no_next without one."""
+    entity = get_record(employee, address)
+    if entity.next is None:
+        raise Conflict("no_next", f"No next identity is staged for {employee}/{address}: PUT .../next first.")
     return stored_identity(entity, entity.next, settings)
 
 
@@ -123,8 +153,11 @@ def count_identities():
     return Address.query(Address.fingerprint_sha256 > "").count()  # skips pending-only addresses
 
 
-def delete_identity(employee, address, actor="app"):
-    """Delete one address with all its slots; NotFound if absent. The Employee and the history stay."""
+def delete_identity(employee, address, actor="app", settings=None):
+    """Delete one address with all its slots; NotFound if absent. The Employee and the history stay.
+
+    With `settings`, the Cloud KMS keys the app created for it are destroyed once nothing refers to them.
+    """
     key = address_key(employee, address)
 
     @ndb.transactional()
@@ -134,5 +167,8 @@ def delete_identity(employee, address, actor="app"):
             raise NotFound(f"No identity is stored for {employee}/{address}.")
         key.delete()
         new_event(key, "deleted", actor, None, entity.fingerprint_sha256).put()
+        return owned_kms_names(entity)
 
-    remove()
+    owned = remove()
+    if settings is not None:
+        release(owned, settings)

@@ -29,7 +29,16 @@ def identity_view(key, slot):
         "key_type": slot.key_type, "chain_length": slot.chain_length,
         "host": slot.host, "port": slot.port, "server_hostname": slot.server_hostname,
         "tls_version": slot.tls_version, "has_ca_certs": bool(slot.ca_certs),
+        **key_location(slot),
     }
+
+
+def key_location(slot):
+    """Where the slot's private key is: {"key_location": "datastore"} (sealed), or "cloud_kms" with its name
+    and protection level (HSM, SOFTWARE)."""
+    if slot.kms_key:
+        return {"key_location": "cloud_kms", "kms_key": slot.kms_key, "kms_protection": slot.kms_protection}
+    return {"key_location": "datastore"}
 
 
 def slot_summary(slot):
@@ -37,7 +46,8 @@ def slot_summary(slot):
     if slot is None:
         return None
     return {"fingerprint_sha256": slot.fingerprint_sha256, "not_after": rfc3339(slot.not_after),
-            "key_type": slot.key_type, "subject": slot.subject, "staged": rfc3339(slot.staged)}
+            "key_type": slot.key_type, "subject": slot.subject, "staged": rfc3339(slot.staged),
+            **key_location(slot)}
 
 
 def pending_summary(pending):
@@ -46,7 +56,7 @@ def pending_summary(pending):
         return None
     return {"key_type": pending.key_type, "created": rfc3339(pending.created),
             "public_key_sha256": pending.public_key_sha256, "subject": pending.subject,
-            "san": list(pending.san)}
+            "san": list(pending.san), **key_location(pending)}
 
 
 def public_view(entity):

@@ -1,7 +1,6 @@
-"""Shared fixtures: the Datastore emulator, settings, the app and its clients."""
+"""Shared fixtures: the Datastore emulator, settings, the app and its clients; the harness's fixtures made visible."""
 
 import os
-import re
 
 import pytest
 import webtest
@@ -10,16 +9,39 @@ from google.cloud import ndb
 import main
 import settings as settings_module
 from devserver.emulator import Emulator
+from tests.harness.app import ADMIN_TOKEN, admin_client, artifact, read, served, token_of  # noqa: F401 - served: a fixture
+from tests.harness.deploy import repo  # noqa: F401 - a fixture
+from tests.harness.live import browser, live_server, page  # noqa: F401 - fixtures
+from tests.harness import profiles
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
-ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "artifacts")
+profiles.load()
+
+# Cost markers applied from the fixtures a test uses (the rest: module pytestmark, see pytest.ini).
+MARK_BY_FIXTURE = {"emulator": "emulator", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test that uses the emulator or the browser, whether directly or through another fixture.
+
+    The browser tests run last: Playwright's sync API leaves its event loop set as the thread's running
+    loop while the session's browser is open, so a later `asyncio.run()` in the same process would fail.
+    Under pytest-xdist (`--dist loadgroup`), a module's tests stay on one worker (its module-scoped servers
+    start once) and every browser test goes to the same worker (one gunicorn and one chromium), as the
+    last group handed out.
+    """
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))  # stable: order kept otherwise
+    for item in items:
+        for fixture, marker in MARK_BY_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+        group = "browser" if "browser" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
 def emulator():
     """One in-memory Datastore emulator for the whole run, stopped at the end."""
-    os.makedirs(ARTIFACTS, exist_ok=True)
-    emu = Emulator(log_path=os.path.join(ARTIFACTS, "emulator.log")).start()
+    emu = Emulator(log_path=artifact("emulator.log")).start()
     saved = {k: os.environ.get(k) for k in emu.environ()}
     os.environ.update(emu.environ())
     yield emu
@@ -64,32 +86,26 @@ def client(app):
     return webtest.TestApp(app)
 
 
-def admin_client(app, token=ADMIN_TOKEN, **environ):
-    """A client that sends the admin token (the API reads it) and is signed in (pages read the session)."""
-    client = webtest.TestApp(app, extra_environ=dict(environ, HTTP_AUTHORIZATION=f"Bearer {token}"))
-    page = client.get("/signin")
-    client.post("/signin", {"token": token, "csrf_token": token_of(page), "next": "/admin"}, status=302)
-    return client
-
-
 @pytest.fixture
 def admin(app):
     """A client that sends the admin token, signed in for the HTML pages (Bearer is read on /api/ only)."""
     return admin_client(app)
 
 
-def token_of(page):
-    """The CSRF token the page's forms carry."""
-    return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-
-
 @pytest.fixture
 def signed_in(app):
     """A browser signed in through the sign-in form (session cookie, CSRF token from the page)."""
     b = webtest.TestApp(app)
-    page = b.get("/admin").follow()
-    b.post("/signin", {"token": ADMIN_TOKEN, "csrf_token": token_of(page), "next": "/admin"}, status=302)
+    signin = b.get("/admin").follow()
+    b.post("/signin", {"token": ADMIN_TOKEN, "csrf_token": token_of(signin), "next": "/admin"}, status=302)
     return b
+
+
+@pytest.fixture(scope="session")
+def run_pki():
+    """The run's test PKI (tests.harness.pki.RunPKI): our CA tree, a stranger's, server certificates; made once."""
+    from tests.harness.pki import RunPKI
+    return RunPKI()
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +113,6 @@ def demo_pki(tmp_path_factory):
     """The demo PKI of `make run` (CA, peer chain, client chain with an intermediate), made once."""
     from devserver import demo_pki as pki
     return pki.generate(str(tmp_path_factory.mktemp("demo-pki")))
-
-
-def read(directory, name):
-    """Text of a file in a PKI directory."""
-    with open(os.path.join(directory, name)) as f:
-        return f.read()
 
 
 @pytest.fixture
@@ -116,7 +126,7 @@ def upload(demo_pki):
 def demo_peer(demo_pki):
     """The demo mTLS peer of `make run` on free loopback ports: (https_port, echo_port)."""
     from devserver import demo_peer as peer
-    from devserver.emulator import free_port
+    from tests.harness.ports import free_port
     servers = peer.serve(demo_pki, free_port(), free_port())
     yield tuple(s.server_address[1] for s in servers)
     for server in servers:
@@ -130,7 +140,7 @@ def expiring_and_expired(admin, upload, settings):
     import datetime
 
     import models
-    from pki import pem_pair
+    from tests.harness.pki import pem_pair
     now = datetime.datetime.now(datetime.timezone.utc)
     cert, key = pem_pair(now - datetime.timedelta(days=80), now + datetime.timedelta(days=10, hours=1))
     admin.put_json("/api/v1/employees/carol/addresses/1", dict(upload, cert=cert, key=key), status=201)

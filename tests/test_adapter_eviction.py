@@ -16,16 +16,16 @@ import httpx
 import pytest
 import requests
 
-import nginx
+from tests.harness import nginx
 from dyncert import calls, reuse, targets
 from dyncert._adapt import CACHE_SIZE
 from dyncert.context import ContextCache, client_context
 from dyncert.httpx import AsyncClientCertTransport, ClientCertTransport
 from dyncert.requests import ClientCertAdapter
-from tests import pki
-from tests.adapterworld import Identity, World, url
+from tests.harness import pki
+from tests.harness.adapterworld import Identity, World, url
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.interp, pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")]
 
 CUSTOMERS = 100   # identities, well past CACHE_SIZE
 THREADS = 24

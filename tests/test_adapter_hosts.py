@@ -14,8 +14,10 @@ import requests
 from dyncert.errors import InputError
 from dyncert.httpx import AsyncClientCertTransport, ClientCertTransport
 from dyncert.requests import ClientCertAdapter
-from tests import peers, pki
-from tests.adapterworld import World, url
+from tests.harness import peers, pki
+from tests.harness.adapterworld import World, url
+
+pytestmark = [pytest.mark.interp]  # differs by interpreter: the signer binding / loading tiers
 
 OTHER_HOST = "127.0.0.10"
 

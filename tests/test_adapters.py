@@ -8,19 +8,20 @@ import httpx
 import pytest
 import requests
 
-import nginx
+from tests.harness import nginx
 from dyncert.errors import InputError
 from dyncert.httpx import AsyncClientCertTransport, ClientCertTransport
 from dyncert.requests import ClientCertAdapter, dyncert_error
-from tests import peers
-from tests.adapterworld import World, url
+from tests.harness import peers
+from tests.harness.adapterworld import World, url
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not installed"), pytest.mark.interop,
+              pytest.mark.interp]
 
 
 @pytest.fixture(scope="module")
-def world():
-    return World()
+def world(run_pki):
+    return World(run_pki)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ from google.cloud import ndb
 
 import drafts
 import main
+import sessions
 import settings as settings_module
-from conftest import ADMIN_TOKEN, admin_client
-from test_admin import (KEY_PASSWORD, csrf, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob, post_upload,
-                        stored)
+from tests.harness.app import ADMIN_TOKEN, admin_client
+from tests.harness.forms import (KEY_PASSWORD, csrf, encrypted, fingerprint, form_fields, key_lines, pkcs12_blob,
+                                 post_upload, stored)
 
 BROWSER = {"HTTP_ACCEPT": "text/html,application/xhtml+xml"}  # signed in by admin_client (pages ignore Bearer)
 
@@ -91,9 +92,12 @@ def test_a_bad_key_is_not_kept(admin, upload):
 def test_an_expired_draft_is_not_used(admin, upload, settings):
     with ndb.Client().context(cache_policy=False, global_cache_policy=False):
         old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=drafts.DRAFT_SECONDS + 1)
-        draft = drafts.keep(settings, {"key": upload["key"]}, now=old)
+        [session] = sessions.Session.query().fetch()  # the admin client's own sign-in
+        binding = drafts.Binding(f"session:admin:{session.key.id()}", "asalieri", "1", "current")
+        draft = drafts.keep(settings, {"key": upload["key"]}, binding, now=old)
     html = post_upload(admin, form_fields(upload, key="", draft=draft), status=400).html
     assert "key" in marked(html) and stored(admin) == []
+    assert "expired" in html.select_one("#error-key").text  # not "missing": the kept key is refused
 
 
 def test_a_wrong_password_keeps_the_key_and_asks_only_for_the_password(admin, upload):

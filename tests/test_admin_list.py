@@ -4,8 +4,8 @@ import pytest
 from google.cloud import ndb
 
 import models
-from devserver.emulator import free_port
-from test_admin import csrf, form_fields, key_lines, post_upload
+from tests.harness.ports import free_port
+from tests.harness.forms import csrf, form_fields, key_lines, post_upload
 
 
 @pytest.fixture(autouse=True)

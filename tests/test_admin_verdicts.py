@@ -8,9 +8,9 @@
 
 import pytest
 
-import pki
-from conftest import token_of
-from tests.refusing_peers import nginx_peer
+from tests.harness import pki
+from tests.harness.app import token_of
+from tests.harness.refusing_peers import nginx_peer
 
 API = "/api/v1/employees/asalieri/addresses/1"
 PAGE = "/admin/employees/asalieri/addresses/1"

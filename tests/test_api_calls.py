@@ -9,19 +9,20 @@ import pytest
 import webtest
 
 import main
-import nginx
-import pki
-from peers import PythonTLSPeer, refused_port
+from tests.harness import nginx
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.ports import refused_port
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """A PKI for peers and clients, a client identity it trusts, and one it does not."""
-    p = pki.make_pki()
-    stranger = pki.make_pki("stranger")
-    return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "asalieri"),
+    p = run_pki.ours
+    stranger = run_pki.stranger
+    return dict(pki=p, server=run_pki.server, client=pki.client_cert(p.clients_ca, "asalieri"),
                 other_client=pki.client_cert(p.clients_ca, "bob"),
                 stranger_client=pki.client_cert(stranger.clients_ca, "mallory"), stranger_ca=stranger.ca_pem)
 
@@ -148,10 +149,11 @@ def test_rotation_takes_effect_on_the_very_next_call(admin, world):
     assert second == world["other_client"].fingerprint_sha256
 
 
+@pytest.mark.interop
 @pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
-@pytest.mark.parametrize("protocols", ["TLSv1.2", "TLSv1.2 TLSv1.3"])
-def test_nginx_names_the_presented_certificate(admin, world, protocols):
-    with nginx.NginxPeer(world["server"], world["pki"].ca_pem, protocols=protocols) as peer:
+@pytest.mark.parametrize("tls", ["1.2", None])
+def test_nginx_names_the_presented_certificate(admin, world, tls):
+    with nginx.NginxPeer(world["server"], world["pki"].ca_pem, tls=tls) as peer:
         store(admin, world["client"], world["pki"].ca_pem, peer.port)
         reply = call(admin, "request")
         seen = json.loads(reply["body"])

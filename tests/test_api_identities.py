@@ -8,8 +8,8 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from conftest import ADMIN_TOKEN
-from pki import pem_block
+from tests.harness.app import ADMIN_TOKEN
+from tests.harness.pki import pem_block
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 

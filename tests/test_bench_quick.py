@@ -3,6 +3,8 @@
 import os
 import subprocess
 
+import pytest
+
 from bench import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +30,7 @@ def test_full_mode_keeps_plain_verdicts():
     assert "  FAIL  warm >= 0.97x static" in text and "  PASS  pooled" in text and "indicative" not in text
 
 
+@pytest.mark.slow  # `make -n` twice
 def test_make_offers_a_quick_bench():
     for args in (["bench-quick"], ["bench", "QUICK=1"]):
         out = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=ROOT, capture_output=True,

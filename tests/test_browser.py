@@ -1,110 +1,16 @@
 """The admin pages in a real browser: Debian chromium via Playwright, the app under gunicorn."""
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from conftest import ADMIN_TOKEN, ARTIFACTS, read
-from devserver.emulator import free_port
+from tests.harness.app import read
+from tests.harness.live import DESKTOP, PHONE, shot, sign_in
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOTS = os.path.join(ARTIFACTS, "screenshots")
-README_SHOTS = os.path.join(ROOT, "docs", "screenshots")  # the README's pictures, rewritten by every run
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def live_server(emulator, tmp_path_factory):
-    """The app under gunicorn on a free loopback port, against the test emulator."""
-    port = free_port()
-    logs = tmp_path_factory.mktemp("gunicorn")
-    env = dict(os.environ, **emulator.environ(), ADMIN_TOKEN=ADMIN_TOKEN, PYTHONUNBUFFERED="1",
-               LOCAL_KEK_FILE=str(logs / "kek.bin"))
-    log = open(os.path.join(ARTIFACTS, "browser-gunicorn.log"), "wb")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--workers", "1",
-                                "--threads", "4", "--no-control-socket", "main:app"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                if response.read() == b"ok":
-                    break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.close()
-                pytest.fail("gunicorn did not start (see artifacts/browser-gunicorn.log)")
-            time.sleep(0.1)
-    yield base
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian chromium."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-background-networking", "--disable-component-update",
-            "--disable-gpu", "--no-first-run"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, live_server, datastore):
-    """A desktop-sized page on an emptied Datastore; fails the test on any console error (CSP included)."""
-    os.makedirs(SHOTS, exist_ok=True)
-    context = browser.new_context(viewport=DESKTOP, base_url=live_server)
-    page = context.new_page()
-    errors = []
-    # 400/502 pages are expected here; a refused inline script or style (CSP) or a missing asset is not.
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error"
-            and not m.text.startswith("Failed to load resource: the server responded with a status") else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-            if r.request.resource_type != "document" and r.status >= 400 else None)
-    yield page
-    context.close()
-    assert errors == [], errors
-
-
-def shot(page, name, full_page=True, readme=False):
-    """A screenshot in artifacts/; `readme=True` also refreshes the README's copy in docs/screenshots/."""
-    page.screenshot(path=os.path.join(SHOTS, name), full_page=full_page)
-    if readme:
-        os.makedirs(README_SHOTS, exist_ok=True)
-        page.screenshot(path=os.path.join(README_SHOTS, name), full_page=full_page)
-
-
-def sign_in(page):
-    page.goto("/admin")
-    assert "/signin" in page.url
-    page.fill("#token", ADMIN_TOKEN)
-    shot(page, "01-signin.png")
-    page.click("main button[type=submit]")
-    page.wait_for_url("**/admin")
 
 
 def test_sign_in_upload_test_and_delete(page, demo_pki, demo_peer):
@@ -220,7 +126,7 @@ def test_make_run_demo_test_connection_in_the_browser(browser, tmp_path):
     """After `make run`: Test connection on the seeded asalieri/1, and the request shows the peer's JSON."""
     import json
 
-    from makerun import make_run
+    from tests.harness.makerun import make_run
 
     with make_run(tmp_path, "demo-browser-token-0123456789") as run:
         context = browser.new_context(viewport=DESKTOP, base_url=run.base)

@@ -12,7 +12,7 @@ from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import InputError, RemoteError
 from dyncert.identity import ClientIdentity
-from tests import peers, pki
+from tests.harness import peers, pki, ports
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 TLS_FIELDS = {"tls_version", "cipher", "peer", "server_hostname", "hostname_verified",
@@ -20,9 +20,9 @@ TLS_FIELDS = {"tls_version", "cipher", "peer", "server_hostname", "hostname_veri
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """Our PKI (server + client chain with intermediate), a stranger PKI, identities made from both."""
-    ours, stranger = pki.make_pki("ours"), pki.make_pki("stranger")
+    ours, stranger = run_pki.ours, run_pki.stranger
     client = pki.client_cert(ours.clients_ca)
     rsa_client = pki.client_cert(ours.clients_ca, "rsa-client", key_type=pki.RSA)
     foreign = pki.client_cert(stranger.clients_ca, "foreigner")
@@ -32,7 +32,7 @@ def world():
         pass
     w = World()
     w.ours, w.stranger = ours, stranger
-    w.server = pki.server_cert(ours.root)
+    w.server = run_pki.server
     w.localhost_only = pki.server_cert(ours.root, "localhost")
     w.expired_server = pki.expired(ours.root, pki.server_cert)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -195,7 +195,7 @@ def test_protocol_version(world, kind, pinned, code):
 
 
 def test_connection_refused(world):
-    t = targets.validate_target("127.0.0.1", peers.refused_port(), "localhost")
+    t = targets.validate_target("127.0.0.1", ports.refused_port(), "localhost")
     assert call_error(calls.handshake, ctx(world.client, world.ours.ca_pem), t, "fp", timeouts=FAST) \
         == "connection_refused"
 
@@ -285,7 +285,7 @@ def test_https_request_head(world):
 
 @pytest.mark.parametrize("method, path", [("TRACE", "/"), ("get", "/"), ("GET", "relative"), ("GET", "")])
 def test_https_request_refuses_bad_method_or_path(world, method, path):
-    t = targets.validate_target("127.0.0.1", peers.refused_port())
+    t = targets.validate_target("127.0.0.1", ports.refused_port())
     with pytest.raises(InputError) as e:
         calls.https_request(ctx(world.client, world.ours.ca_pem), t, "fp", method=method, path=path)
     assert e.value.code == "invalid_request"

@@ -10,7 +10,7 @@ import re
 import pytest
 import webtest
 
-from conftest import admin_client
+from tests.harness.app import admin_client
 from dyncert import csr
 from dyncert.errors import InputError
 from handlers import routes
@@ -96,4 +96,29 @@ def test_a_csr_uri_urlsplit_cannot_parse_is_a_400_through_the_api(admin, logs):
     ok = dict(body, san={"uri": ["https://[::1]/x"]})  # the twin: a bracketed literal that parses
     assert admin.post("/api/v1/employees/asalieri/addresses/1/csr", json.dumps(ok),
                       content_type="application/json", status="*").status_int < 500
+    no_trace(logs)
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-7", "nope"])
+def test_a_form_body_on_a_get_is_checked_too(app, logs, charset):
+    """WebOb parses a form body whatever the method: a GET carrying one in another charset is a 400 too."""
+    for who, client in clients(app).items():
+        for path in PATHS:
+            for content_type in (f"{FORM}; charset={charset}", f"multipart/form-data; boundary=zz; charset={charset}"):
+                body = b'--zz\r\nContent-Disposition: form-data; name="x"\r\n\r\n\xe9\r\n--zz--\r\n' \
+                    if content_type.startswith("multipart") else b"x=\xe9"
+                response = client.request(path, method="GET", body=body, headers={"Content-Type": content_type},
+                                          expect_errors=True)
+                assert response.status_int < 500, (who, path, content_type, response.status)
+    no_trace(logs)
+
+
+def test_raw_unencoded_bytes_in_a_query_string_are_a_400(app, logs):
+    """Bytes a WSGI server passes as they came (latin-1), not percent-encoded; error pages render too."""
+    for who, client in clients(app).items():
+        for path in PATHS:
+            request = webtest.TestRequest.blank(path)
+            request.environ["QUERY_STRING"] = "days=\x80&next=\xff"
+            response = client.do_request(request, status=None, expect_errors=True)
+            assert response.status_int < 500, (who, path, response.status)
     no_trace(logs)

@@ -9,21 +9,23 @@ import pytest
 
 from dyncert import compat
 from dyncert.errors import CertificateError, InputError
-from tests import peers, pki
+from tests.harness import peers, pki
+
+pytestmark = pytest.mark.interp
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, run_pki):
     """Our PKI with CA files on disk (public), clients from our CA and from a stranger's."""
     directory = tmp_path_factory.mktemp("compat-pki")
 
     class World:
         pass
     w = World()
-    w.ours, w.stranger = pki.make_pki("ours"), pki.make_pki("stranger")
+    w.ours, w.stranger = run_pki.ours, run_pki.stranger
     w.CA_FILE = pki.write_pem(directory, "ca.pem", w.ours.ca_pem)
     w.STRANGER_CA_FILE = pki.write_pem(directory, "stranger-ca.pem", w.stranger.ca_pem)
-    w.server = pki.server_cert(w.ours.root)
+    w.server = run_pki.server
     w.client = pki.client_cert(w.ours.clients_ca, "asalieri")
     w.foreign = pki.client_cert(w.stranger.clients_ca, "foreigner")
     return w

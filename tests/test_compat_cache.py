@@ -12,13 +12,15 @@ import pytest
 from dyncert import compat
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import peers, pki
+from tests.harness import peers, pki
+
+pytestmark = pytest.mark.interp
 
 
 @pytest.fixture(scope="module")
-def world():
-    ours = pki.make_pki("ours")
-    return types.SimpleNamespace(ours=ours, server=pki.server_cert(ours.root),
+def world(run_pki):
+    ours = run_pki.ours
+    return types.SimpleNamespace(ours=ours, server=run_pki.server,
                                  client=pki.client_cert(ours.clients_ca, "asalieri"),
                                  rsa_client=pki.client_cert(ours.clients_ca, "rsa", key_type=pki.RSA))
 

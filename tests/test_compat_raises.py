@@ -14,7 +14,7 @@ import pytest
 
 import dyncert
 from dyncert import compat
-from tests import peers, pki
+from tests.harness import peers, pki
 from tests.test_compat import Record, seed, talk, world  # noqa: F401 - fixture
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")

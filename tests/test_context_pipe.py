@@ -18,13 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 from dyncert import context
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki
-from tests.test_context import Server, force_tier, identity_from, talk
+from tests.harness import interop_pki
+from tests.harness.tiers import Server, force_tier, identity_from, talk
 
 UTC = datetime.timezone.utc
 TIERS = ("memfd", "pipe", "tempfile")
 
-pytestmark = pytest.mark.skipif(not context._pipe_works(), reason="pipes do not read back through /proc/self/fd here")
+pytestmark = [pytest.mark.skipif(not context._pipe_works(), reason="pipes do not read back through /proc/self/fd here"),
+              pytest.mark.interp]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import trustme
 from dyncert import context
 from dyncert.identity import ClientIdentity
 
+pytestmark = pytest.mark.interp
+
 
 @pytest.fixture(scope="module")
 def identity():

@@ -25,7 +25,7 @@ def test_every_key_type_makes_a_signed_csr_for_its_key(key_type, label):
 
 def test_the_key_pairs_with_a_certificate_issued_for_the_csr():
     import trustme
-    from test_lifecycle import sign_csr
+    from tests.harness.pki import sign_csr
     made = csr.new_key_and_csr(None, {"CN": "asalieri"}, None)
     chain = sign_csr(trustme.CA(), made.csr_pem)
     identity = ClientIdentity.from_pem(chain, made.key_pem)

@@ -16,10 +16,10 @@ import pytest
 import webtest
 
 import main
-import pki
+from tests.harness import pki
 import settings as settings_module
-from loopback import LoopbackTLSServer
-from peers import describe_peer_cert
+from tests.harness.loopback import LoopbackTLSServer
+from tests.harness.peers import describe_peer_cert
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 STEPS, STEP = 20, 0.05  # the peers dribble for STEPS * STEP = 1 s in all
@@ -27,9 +27,9 @@ SHORT, LONG = 0.3, 20.0  # CALL_DEADLINE below and well above that
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "asalieri"))
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, client=pki.client_cert(p.clients_ca, "asalieri"))
 
 
 class DripPeer(LoopbackTLSServer):

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import read
+from tests.harness.app import read
 from devserver import demo_peer as peer_module
-from devserver.emulator import free_port
+from tests.harness.ports import free_port
 
 BASE = "/api/v1/employees/newcomer/addresses/1"
 

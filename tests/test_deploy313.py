@@ -2,7 +2,9 @@
 
 import pytest
 
-from test_deploy import GOOD_KMS, MUST_UPLOAD, assert_refused, preflight, repo, uploads, write  # noqa: F401
+from tests.harness.deploy import GOOD_KMS, MUST_UPLOAD, assert_refused, preflight, uploads, write
+
+pytestmark = pytest.mark.slow  # each test runs the preflight or gcloud's upload listing in a fresh interpreter
 
 
 def test_the_package_build_file_and_local_venvs_are_not_uploaded(repo):

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from devserver.emulator import EmulatorMissing, sdk_root
-from makerun import make_run
+from tests.harness.makerun import make_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from devserver import run
-from devserver.emulator import free_port
+from tests.harness.ports import free_port
+
+pytestmark = pytest.mark.slow  # starts make run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

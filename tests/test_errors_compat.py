@@ -7,6 +7,8 @@ import pytest
 import dyncert
 from dyncert.compat import match_hostname
 
+pytestmark = pytest.mark.interp
+
 PEER = {"subject": ((("commonName", "a.example.com"),),), "subjectAltName": (("DNS", "a.example.com"),)}
 
 

@@ -16,9 +16,9 @@ from google.cloud import ndb
 
 import main
 import models
-import pki
+from tests.harness import pki
 from devserver.emulator import Emulator
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 
@@ -232,9 +232,9 @@ class FaultProxy:
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "asalieri"))
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, client=pki.client_cert(p.clients_ca, "asalieri"))
 
 
 def store(admin, world, port):

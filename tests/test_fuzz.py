@@ -23,10 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import dh, ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from google.cloud import datastore as raw_datastore
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import given, strategies as st
 
 import main
 from handlers import auth, routes
+from tests.harness.profiles import fuzz_settings
+
+pytestmark = pytest.mark.fuzz
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 PASSWORD = "fuzz-right-password-7"
@@ -44,12 +47,6 @@ DOCUMENTED = INPUT_CODES | REMOTE_CODES | {"too_large", "not_found", "unauthenti
                                            "rate_limited"}
 
 CASES = {}  # test name -> examples run (printed at the end of the module)
-
-
-def _settings(n):
-    return hsettings(max_examples=n, deadline=None, database=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                            HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
 def count(name):
@@ -320,7 +317,7 @@ def test_put_with_odd_fields_answers_a_code_and_changes_nothing(admin, material)
     db, state = seeded(admin, material)
     box = {"state": state}
 
-    @_settings(400)
+    @fuzz_settings(400)
     @given(body=bad_bodies(material))
     def run(body):
         count("put_fields")
@@ -346,7 +343,7 @@ def test_put_with_random_bytes_and_malformed_json(admin, material):
 
     box = {"state": state}
 
-    @_settings(250)
+    @fuzz_settings(250)
     @given(body=raw)
     def run(body):
         count("put_raw")
@@ -373,7 +370,7 @@ def test_bad_employee_and_address_ids(admin, material):
     ids = st.tuples(st.one_of(segment, st.just("asalieri")), st.one_of(segment, st.just("1")))
     box = {"state": state}
 
-    @_settings(150)
+    @fuzz_settings(150)
     @given(ids=ids, verb=st.sampled_from(["PUT", "GET", "DELETE", "POST-handshake", "POST-request", "POST-echo"]))
     def run(ids, verb):
         count("ids")
@@ -453,7 +450,7 @@ def test_call_endpoints_with_odd_bodies(call_targets, material, settings):
         st.tuples(st.just("echo"), st.just(2), st.one_of(raw, echo_bodies().map(lambda v: json.dumps(v).encode()))),
     )
 
-    @_settings(250)
+    @fuzz_settings(250)
     @given(case=bodies)
     def run(case):
         count("calls")
@@ -497,7 +494,7 @@ def test_upload_form_with_odd_fields(admin, material):
     box = {"state": state}
     fields, files = form_values(material)
 
-    @_settings(200)
+    @fuzz_settings(200)
     @given(values=fields, uploads=files)
     def run(values, uploads):
         count("form")
@@ -556,8 +553,72 @@ def latin1(text):
     return text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
+# Raw bytes (issue 20 item 6): not only valid Unicode. A query string or form value as the client's bytes,
+# percent-encoded or not (a WSGI server hands undecoded bytes over as latin-1), and the form's charset.
+RAW_BYTES = st.one_of(st.binary(max_size=24), st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe9t\xe9",
+                                                              b"+\x00", b"%", b"%G1", b"\xf0\x9f\x94", b"\x80"]))
+CHARSETS = ["", "; charset=utf-8", "; charset=UTF-8", '; charset="utf-8"', "; charset=latin-1", "; charset=utf-7",
+            "; charset=utf-16", "; charset=cp1252", "; charset=nope", "; charset="]
+
+
 @st.composite
-def route_requests(draw, template, handler, session_token):
+def raw_pairs(draw, names):
+    """key=value pairs of raw bytes: percent-encoded, or left as they are."""
+    pairs = []
+    for _ in range(draw(st.integers(1, 3))):
+        name, value = draw(st.sampled_from(names)).encode(), draw(RAW_BYTES)
+        if draw(st.booleans()):
+            value = urllib.parse.quote_from_bytes(value).encode()
+        pairs.append(name + b"=" + value)
+    return b"&".join(pairs)
+
+
+def csr_bodies():
+    """POST .../csr bodies: key types (never RSA: seconds per example), subjects and SANs, odd and valid."""
+    names = st.one_of(odd_text(20), st.sampled_from(["ok", "a" * 65, "", "CN=x,O=y", "\u202e", "xx"]))
+    return st.fixed_dictionaries({}, optional={
+        "key_type": st.one_of(st.sampled_from(["EC-P256", "Ed25519", "rsa-2048", "DSA", "", "EC-P999"]),
+                              json_values()),
+        "subject": st.one_of(st.dictionaries(st.sampled_from(["CN", "O", "OU", "C", "ST", "L", "X", ""]), names,
+                                             max_size=4), json_values()),
+        "san": st.one_of(st.fixed_dictionaries({}, optional={
+            "dns": st.lists(st.one_of(names, st.sampled_from(["a.example.com", "*.example.com", "-x.", "a..b"])),
+                            max_size=3),
+            "email": st.lists(st.one_of(names, st.just("who@example.com")), max_size=2),
+            "uri": st.lists(st.one_of(names, st.sampled_from(["http://[::1", "spiffe://e/x", "https://a/%zz",
+                                                              "http://[v1.x]/", "//x"])), max_size=2)}),
+            json_values()),
+        "extra": json_values(),
+    })
+
+
+def lifecycle_bodies(template, material):
+    """A JSON body shaped for the lifecycle route of `template` (odd fields included), or None for other routes."""
+    if template.endswith("/csr"):
+        return csr_bodies().map(lambda v: json.dumps(v).encode())
+    if template.endswith("/next"):
+        fields = st.fixed_dictionaries({}, optional={
+            "cert": st.one_of(st.just(material["cert"]), pem_variants(material), json_values()),
+            "key": st.one_of(st.just(material["key"]), pem_variants(material), json_values()),
+            "pkcs12": st.one_of(st.just(material["pkcs12"]), json_values()),
+            "pkcs12_password": st.one_of(st.just(PASSWORD), json_values()),
+            "host": st.one_of(st.sampled_from(["peer.example.com", "127.0.0.1", "169.254.169.254", "[::1]"]),
+                              json_values()),
+            "port": st.one_of(st.sampled_from([443, 0, 65536, "443"]), json_values()),
+            "tls_version": st.one_of(st.sampled_from(["TLS", "TLSv1_3", "SSLv3"]), json_values()),
+            "ca_certs": st.one_of(st.just(material["ca"]), pem_variants(material), json_values()),
+        })
+        return fields.map(lambda v: json.dumps(v).encode())
+    if template.endswith(("/promote", "/rollback", "/next/handshake", "/next/request", "/next/echo")):
+        return st.one_of(st.just(b"{}"), st.just(b""), json_values().map(lambda v: json.dumps(v).encode()),
+                         st.fixed_dictionaries({}, optional={"send": odd_text(), "path": odd_text(),
+                                                             "method": json_values()}).map(
+                             lambda v: json.dumps(v).encode()))
+    return None
+
+
+@st.composite
+def route_requests(draw, template, handler, session_token, material=None):
     """One request to `template`: method, path, query, headers, cookies, body."""
     values = {name: draw(segment(name)) for name in PARAM.findall(template)}
     path = PARAM.sub(lambda m: quote_segment(values[m.group(1)]) or "x", template)
@@ -591,17 +652,25 @@ def route_requests(draw, template, handler, session_token):
             "token": draw(st.sampled_from(["wrong", "\u00b2" * 20, ""])), "next": draw(st.sampled_from(ODD_VALUES)),
             "employee": values.get("employee", "asalieri"), "address": draw(st.sampled_from(["1", "\u00b2", "\u0661"])),
             "port": draw(st.sampled_from(["443", "\u00b2", "9" * 30])), "send": "x", "method": "GET", "path": "/"}
+    shaped = lifecycle_bodies(template, material) if material is not None else None
     body = draw(st.one_of(st.just(b""), st.just(urllib.parse.urlencode(form).encode()),
-                          json_values().map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
+                          json_values().map(lambda v: json.dumps(v).encode()), st.binary(max_size=200),
+                          raw_pairs(sorted(form)), *([shaped, shaped] if shaped is not None else [])))
+    if draw(st.integers(0, 3)) == 0:  # a form in any charset (WebOb would answer 500 to most)
+        headers["Content-Type"] = "application/x-www-form-urlencoded" + draw(st.sampled_from(CHARSETS))
+    raw_query = None
+    if draw(st.integers(0, 3)) == 0:  # the query string as raw bytes, as a WSGI server passes them (latin-1)
+        raw_query = draw(raw_pairs(["days", "next", "deleted", "saved", "q", "employee", "stage", "x"])).decode(
+            "latin-1")
     if draw(st.integers(0, 4)) == 0:  # a multipart form, where any field may come as a file
         parts = []
         for name, value in form.items():
             disposition = f'form-data; name="{name}"' + ('; filename="f.txt"' if draw(st.booleans()) else "")
             parts.append(f"--zz\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n")
         body = ("".join(parts) + "--zz--\r\n").encode()
-        headers["Content-Type"] = "multipart/form-data; boundary=zz"
+        headers["Content-Type"] = "multipart/form-data; boundary=zz" + draw(st.sampled_from(CHARSETS))
     gae = draw(st.integers(0, 3)) == 0  # one case in four on the App Engine app (login headers, HSTS)
-    return method, path, headers, body, who, gae
+    return method, path, headers, body, who, gae, raw_query
 
 
 def stored_state(db):
@@ -624,8 +693,8 @@ def answer_code(response):
 @pytest.mark.parametrize("template,handler", [(r.template, r.handler) for r in routes.ROUTES],
                          ids=[r.template for r in routes.ROUTES])
 def test_every_route_answers_a_documented_code(app, settings, material, template, handler):
-    from browser import signed_in
-    from peers import refused_port
+    from tests.harness.browser import signed_in
+    from tests.harness.ports import refused_port
     codes = documented_codes()
     bearer = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {settings.admin_token}"})
     bearer.put(BASE, json.dumps(dict(material["upload"], host="127.0.0.1", server_hostname="localhost",
@@ -636,11 +705,11 @@ def test_every_route_answers_a_documented_code(app, settings, material, template
     box["session"] = browser.cookies[auth.SESSION_COOKIE]
     on_gae = main.create_app(dataclasses.replace(settings, on_app_engine=True, allow_local_kek_on_app_engine=True))
 
-    @_settings(40)
-    @given(case=route_requests(template, handler, token))
+    @fuzz_settings(40)
+    @given(case=route_requests(template, handler, token, material))
     def run(case):
         count("routes")
-        method, path, headers, body, who, gae = case
+        method, path, headers, body, who, gae, raw_query = case
         environ = {"REMOTE_ADDR": "192.0.2.200"}
         if who == "bearer":
             environ["HTTP_AUTHORIZATION"] = f"Bearer {settings.admin_token}"
@@ -658,8 +727,12 @@ def test_every_route_answers_a_documented_code(app, settings, material, template
             environ["CONTENT_TYPE"] = content_type
         for name, value in headers.items():
             environ["HTTP_" + name.upper().replace("-", "_")] = value
-        client = webtest.TestApp(on_gae if gae else app, extra_environ=environ, lint=False)
-        response = client.request(path, method=method, body=body, expect_errors=True)
+        request = webtest.TestRequest.blank(path, method=method, body=body)
+        request.environ.update(environ)
+        if raw_query is not None:
+            request.environ["QUERY_STRING"] = raw_query
+        response = webtest.TestApp(on_gae if gae else app, lint=False).do_request(request, status=None,
+                                                                                  expect_errors=True)
         text = response.text if response.charset or (response.content_type or "").startswith("text/") else ""
         assert "Traceback" not in text and 'File "' not in text, (method, path, text[:300])
         code = answer_code(response) if response.status_int >= 400 else None

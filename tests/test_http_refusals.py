@@ -18,12 +18,12 @@ import ssl
 
 import pytest
 
-import pki
+from tests.harness import pki
 from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from tests.refusing_peers import (
+from tests.harness.refusing_peers import (
     ApacheOptional, ApacheOptionalNoCa, ApacheOptionalSaysSo, ApachePerLocation, HAProxy495, HAProxyIgnoring,
     HAProxyOptional, HAProxySaysSo, nginx_peer, running)
 
@@ -194,3 +194,31 @@ def test_refusal_table_rows(status, body, expected):
 ])
 def test_other_answers_are_not_refusals(status, body):
     assert calls.http_refusal(status, body, targets.validate_target("127.0.0.1", 443, "partner.example")) is None
+
+
+@pytest.mark.parametrize("tls_version", ["TLSv1_3", "TLSv1_2"])
+def test_apache_per_location_with_a_signer_identity(world, tls_version):
+    # The key stays with a signer: post-handshake authentication (1.3) and renegotiation (1.2) sign through it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from dyncert import runtime
+    binding = runtime.signer_binding()
+    if not binding["available"]:
+        pytest.skip(binding["detail"])
+    from dyncert.signers import LocalSigner, SignerIdentity
+
+    def signer_context(creds):
+        ident = SignerIdentity(creds.cert_pem, LocalSigner(serialization.load_pem_private_key(creds.key_pem, None)))
+        return client_context(ident, world["pki"].ca_pem, tls_version)
+
+    trusted = pki.client_cert(world["pki"].clients_ca, "signed-here")
+    foreign = pki.client_cert(pki.make_pki("stranger signer").clients_ca, "signed-elsewhere")
+    with running(ApachePerLocation, world["server"], world["pki"].ca_pem) as server:
+        target = targets.validate_target("127.0.0.1", server.port, "localhost")
+        result = calls.https_request(signer_context(trusted), target, "fp", timeouts=TIMEOUTS)
+        serial = x509.load_pem_x509_certificate(trusted.leaf_pem).serial_number
+        assert answered(result, 200) and int(result["headers"]["X-Client-Serial"], 16) == serial  # it saw this one
+        with pytest.raises(RemoteError) as refused:
+            calls.https_request(signer_context(foreign), target, "fp", timeouts=TIMEOUTS)
+        assert refused_in_tls(refused.value)

@@ -8,7 +8,7 @@ import ipaddress
 import re
 
 import pytest
-from pki import pem_block
+from tests.harness.pki import pem_block
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki
+from tests.harness import interop_pki
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import pytest
 from dyncert import calls, context, targets
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki, peers, pki
+from tests.harness import interop_pki, peers, pki
+
+pytestmark = pytest.mark.interp
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 ENCODINGS = ("pkcs8", "pkcs8-enc", "p12")

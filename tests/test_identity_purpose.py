@@ -10,7 +10,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki
+from tests.harness import interop_pki
 
 URL = "/api/v1/employees/purpose/addresses/1"
 

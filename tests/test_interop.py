@@ -2,7 +2,7 @@
 
 Servers (started once for the module, side by side): nginx, apache2, haproxy, stunnel4 (Debian),
 Node.js and Java JSSE where installed (skipped with the reason otherwise). Each requires a client
-certificate under the clients' root CA and reports which certificate it saw (tests/interop_servers.py).
+certificate under the clients' root CA and reports which certificate it saw (tests/harness/servers.py).
 A positive cell proves the server saw *this* identity's certificate; the negative twins run on the
 same servers: a server certificate we do not trust (unknown_ca), a wrong name (hostname_mismatch),
 a client certificate from a CA the server does not trust, and an expired one (peer_rejected_certificate).
@@ -11,8 +11,9 @@ Calls go through dyncert.calls, as the app makes them: https_request where the s
 it saw, echo through stunnel (its backend cannot see the certificate; its log names the subject),
 handshake (which waits for the server's verdict) for the rejections.
 
-No `slow` marker on purpose: the whole module takes a few seconds, so `make test` runs it under
-3.11 (memfd tier) and under the Cloud CLI's 3.12 (no memfd: the sealed temp-file tier).
+Marked `interop` (`make test-fast` leaves it out). `make test` runs the whole matrix on 3.13 and its
+`interp` slice (every identity and twin against nginx and haproxy) on 3.11 (memfd tier) and on the Cloud
+CLI's 3.12 (no memfd: the sealed temp-file tier); only the servers the selected tests call are started.
 """
 
 import contextlib
@@ -23,11 +24,14 @@ import shutil
 
 import pytest
 
-import nginx
+from tests.harness import nginx
 from dyncert import calls, context, targets
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki, interop_servers, pki
+from tests.harness import interop_pki, pki
+from tests.harness import servers as partners
+
+pytestmark = pytest.mark.interop
 
 TIMEOUTS = calls.Timeouts(connect=5, handshake=10, read=10)
 
@@ -52,6 +56,10 @@ IDENTITIES = {
     "pkcs12-openssl-legacy-p384-2": ("p384", "p12-openssl-legacy", 2),
 }
 SERVERS = ("nginx", "apache2", "haproxy", "stunnel4", "node", "java")
+# The slice that also runs on 3.11 and 3.12 (`interp`): every identity and every twin through the memfd and
+# sealed temp-file tiers, against a server that reports the certificate (nginx) and one that refuses by alert.
+INTERP_SLICE = ("nginx", "haproxy")
+SERVER_PARAMS = [pytest.param(n, marks=pytest.mark.interp) if n in INTERP_SLICE else n for n in SERVERS]
 
 # Documented exclusions: (server, key kind) -> why the cell cannot pass whatever the client does.
 # None with the versions here (Debian 12's nginx 1.22, Apache 2.4, HAProxy 2.6, stunnel 5.68 on OpenSSL 3,
@@ -94,22 +102,25 @@ def _expired(issuer):
     return ClientIdentity.from_pem(made.chain_pem, made.key_pem, check_validity=False)
 
 
+def selected(request):
+    """The servers the selected tests of this module call (a `-m interp` run starts only its slice)."""
+    return {item.callspec.params["name"] for item in request.session.items
+            if item.module is request.module and hasattr(item, "callspec") and "name" in item.callspec.params}
+
+
 @pytest.fixture(scope="module")
-def servers(world):
-    """Every available server, started side by side; name -> server, or name -> skip reason."""
+def servers(world, request):
+    """Every available server the selected tests need, started side by side; name -> server, or name -> skip reason."""
     out = {}
+    wanted = selected(request)
     with contextlib.ExitStack() as stack:
-        for name in SERVERS[1:]:
-            cls = interop_servers.SERVERS[name]
+        for name in (n for n in SERVERS if n in wanted):
+            cls = nginx.NginxPeer if name == "nginx" else partners.SERVERS[name]
             out[name] = cls.available() or cls(world.server, world.client_root.cert_pem).start()
             if not isinstance(out[name], str):
                 stack.callback(out[name].stop)
-        if nginx.available():
-            out["nginx"] = stack.enter_context(nginx.NginxPeer(world.server, world.client_root.cert_pem))
-        else:
-            out["nginx"] = f"nginx: not installed at {nginx.NGINX}"
         for name, server in list(out.items()):
-            if isinstance(server, interop_servers.Server):
+            if isinstance(server, partners.ServerProcess):
                 out[name] = _ready(server, world, stack)
         yield out
 
@@ -120,7 +131,7 @@ def _ready(server, world, stack):
         return server.ready()
     except RuntimeError as first:
         if server.name == "java":  # e.g. a JRE without the jdk.compiler module the source launcher needs
-            return f"java did not start within {interop_servers.START_TIMEOUT} s: {first}"
+            return f"java did not start within {partners.START_TIMEOUT} s: {first}"
     again = type(server)(world.server, world.client_root.cert_pem).start()
     stack.callback(again.stop)
     return again.ready()  # a server that is installed but will not start fails the module, loudly
@@ -172,7 +183,7 @@ def expected(name, upload):
 
 
 @pytest.mark.parametrize("identity", IDENTITIES)
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_server_saw_the_identity(world, servers, name, identity):
     server = running(servers, name)
     kind = IDENTITIES[identity][0]
@@ -199,7 +210,7 @@ def handshake_error(server, ident, world, ca_pem=None, name="localhost"):
     return None
 
 
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_server_certificate_from_a_ca_we_do_not_trust(world, servers, name):
     server = running(servers, name)
     ident = world.identities["p256-pkcs8-2"]
@@ -207,7 +218,7 @@ def test_server_certificate_from_a_ca_we_do_not_trust(world, servers, name):
     assert handshake_error(server, ident, world) is None  # the twin: the right CA, the same server
 
 
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_server_certificate_for_another_name(world, servers, name):
     server = running(servers, name)
     ident = world.identities["rsa-pkcs8-1"]
@@ -216,7 +227,7 @@ def test_server_certificate_for_another_name(world, servers, name):
 
 
 @pytest.mark.parametrize("who", ["foreign", "expired"])
-@pytest.mark.parametrize("name", SERVERS)
+@pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_client_certificate_the_server_does_not_accept(world, servers, name, who):
     server = running(servers, name)
     ident = getattr(world, who)

@@ -9,9 +9,11 @@ import pytest
 from dyncert import calls, runtime
 from dyncert.errors import RemoteError
 from dyncert.signers import SignerIdentity
-from tests import interop_pki
+from tests.harness import interop_pki
 from tests.test_interop import (  # noqa: F401 - world and servers are the interop module's fixtures
     REFUSAL, SERVERS, TIMEOUTS, _saw_with_context, expected, handshake_error, running, servers, target, world)
+
+pytestmark = [pytest.mark.interp, pytest.mark.interop]  # differs by interpreter: the signer binding / loading tiers
 
 PKCS1 = ("rsa_pkcs1_sha256", "rsa_pkcs1_sha384", "rsa_pkcs1_sha512")
 PSS = ("rsa_pss_sha256", "rsa_pss_sha384", "rsa_pss_sha512")
@@ -32,7 +34,7 @@ def backends():
     if not binding["available"]:
         print(f"interop: HSM/KMS signer rows skipped: {binding['detail']}")
         pytest.skip(binding["detail"])
-    from kms_standin import Algorithm, KmsStandIn
+    from tests.harness.kms_standin import Algorithm, KmsStandIn
     with KmsStandIn() as standin:
         made = {}
 
@@ -40,7 +42,7 @@ def backends():
             if (backend, row) not in made:
                 kind, schemes, algorithm = ROWS[row]
                 if backend == "softhsm2":
-                    import softhsm
+                    from tests.harness import softhsm
                     from dyncert.signers.pkcs11 import Pkcs11Signer
                     if softhsm.available():
                         pytest.skip(softhsm.available())

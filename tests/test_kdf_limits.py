@@ -9,7 +9,7 @@ import base64
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dyncert import pbe
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki
-from tests.pki import pem_block
-from tests.interop_pki import PASSWORD, openssl
+from tests.harness import interop_pki
+from tests.harness.pki import pem_block
+from tests.harness.interop_pki import PASSWORD, openssl
+from tests.harness.profiles import fuzz_settings
 
 CAP = pbe.MAX_ITERATIONS
 URL = "/api/v1/employees/kdf/addresses/1"
@@ -280,7 +281,8 @@ def test_pkcs12_with_a_modest_pbmac1_mac_is_not_refused_for_its_cost(material):
 
 # --- the parameter reader never fails open on a crash, nor crashes -------------------------
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.fuzz
+@fuzz_settings(300)
 @given(data=st.data())
 def test_reader_answers_only_refusal_or_nothing_on_mangled_files(material, data):
     # Flip, cut or splice bytes of real files: the checks either refuse (CostError) or stay silent.

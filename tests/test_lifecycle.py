@@ -1,6 +1,5 @@
 """Key lifecycle (API.md v1.1): CSR, next, promote, rollback, history; bad input changes nothing."""
 
-import datetime
 import json
 import os
 import time
@@ -8,38 +7,21 @@ import urllib.parse
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from google.cloud import datastore as raw_datastore
 
-import pki
-from peers import PythonTLSPeer
+from tests.harness import pki
+from tests.harness.pki import sign_csr
+from tests.harness.peers import PythonTLSPeer
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """A PKI whose intermediate signs CSRs, a server under it, and two ordinary client identities."""
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
                 second=pki.client_cert(p.clients_ca, "second"))
-
-
-def sign_csr(ca, csr_pem, days=30):
-    """Issue a certificate for a CSR from a trustme CA (as a partner's CA would); returns the chain PEM."""
-    csr = x509.load_pem_x509_csr(csr_pem.encode())
-    assert csr.is_signature_valid
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_cert.subject)
-               .public_key(csr.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
-               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-    for ext in csr.extensions:
-        builder = builder.add_extension(ext.value, ext.critical)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM).decode() + ca.cert_pem.bytes().decode()
 
 
 def body_of(creds, port, ca_pem, **extra):

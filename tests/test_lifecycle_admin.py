@@ -7,19 +7,19 @@ import json
 import pytest
 from cryptography import x509
 
-import pki
-from conftest import token_of
-from peers import PythonTLSPeer
-from test_lifecycle import sign_csr
+from tests.harness import pki
+from tests.harness.app import token_of
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.pki import sign_csr
 
 API = "/api/v1/employees/asalieri/addresses/1"
 PAGE = "/admin/employees/asalieri/addresses/1"
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki("admin lifecycle")
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
                 second=pki.client_cert(p.clients_ca, "second"))
 
 

@@ -7,11 +7,11 @@ import urllib.request
 
 import pytest
 
-import pki
-from conftest import ADMIN_TOKEN
-from peers import PythonTLSPeer
-from test_browser import PHONE, DESKTOP, browser, live_server, page, shot, sign_in  # noqa: F401 - fixtures
-from test_lifecycle import sign_csr
+from tests.harness import pki
+from tests.harness.app import ADMIN_TOKEN
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.live import DESKTOP, PHONE, shot, sign_in
+from tests.harness.pki import sign_csr
 
 pytestmark = pytest.mark.browser
 

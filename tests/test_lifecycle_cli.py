@@ -2,10 +2,10 @@
 
 import json
 
-import pki
-from peers import PythonTLSPeer
-from test_lifecycle import sign_csr
-from test_tools_identity import cli, served  # noqa: F401 - the fixture is used by name
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.app import cli
+from tests.harness.pki import sign_csr
 
 
 def test_rotation_from_the_command_line(served, settings, tmp_path):  # noqa: F811

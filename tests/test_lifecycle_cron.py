@@ -7,7 +7,7 @@ import logging
 from google.cloud import ndb
 
 import models
-from pki import pem_pair
+from tests.harness.pki import pem_pair
 
 UTC = datetime.timezone.utc
 

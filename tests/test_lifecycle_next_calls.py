@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-import pki
-from peers import PythonTLSPeer
-from tests.refusing_peers import nginx_peer
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.refusing_peers import nginx_peer
 
 API = "/api/v1/employees/asalieri/addresses/1"
 
@@ -82,7 +82,7 @@ def test_next_calls_refuse_bad_bodies_like_the_current_ones(admin, world):
 
 
 def test_next_request_to_a_port_nothing_listens_on_is_502(admin, world):
-    from peers import refused_port
+    from tests.harness.ports import refused_port
     p = world["pki"]
     port = refused_port()
     admin.put_json(API, body_of(world["current"], port, p.ca_pem), status=201)

@@ -13,21 +13,21 @@ import pytest
 from google.cloud import ndb
 
 import models
-import nginx
+from tests.harness import nginx
 import outbound
-import pki
+from tests.harness import pki
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not installed"), pytest.mark.interop]
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki("rotation")
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
                 second=pki.client_cert(p.clients_ca, "second"),
-                stranger=pki.client_cert(pki.make_pki("stranger").clients_ca, "mallory"))
+                stranger=pki.client_cert(run_pki.stranger.clients_ca, "mallory"))
 
 
 def sha1(cert_pem):

@@ -15,13 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.cloud import datastore as raw_datastore
 
 import main
-import pki
-from conftest import ADMIN_TOKEN
+from tests.harness import pki
+from tests.harness.app import ADMIN_TOKEN, token_of
 from dyncert import csr
-from peers import PythonTLSPeer
-from test_lifecycle import sign_csr
-from test_lifecycle_admin import token_of
-from test_secrets import Scanner, scan_temp, secret_lines
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.leaks import Scanner, scan_temp, secret_lines
+from tests.harness.pki import sign_csr
 
 API = "/api/v1/employees/asalieri/addresses/{}"
 PAGE = "/admin/employees/asalieri/addresses/{}"

@@ -18,7 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 
 import main
-import pki
+from tests.harness import pki
 
 CLIENTS = 16
 IDENTITIES = 20

@@ -9,9 +9,9 @@ import webtest
 
 import applog
 import main
-import pki
-from peers import PythonTLSPeer
-from test_secrets import Scanner, secret_lines
+from tests.harness import pki
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.leaks import Scanner, secret_lines
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"
 BASE = "/api/v1/employees/asalieri/addresses/{}"
@@ -33,10 +33,10 @@ def logs():
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki("logging")
-    return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "logged"),
-                stranger=pki.make_pki("logging stranger"))
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, client=pki.client_cert(p.clients_ca, "logged"),
+                stranger=run_pki.stranger)
 
 
 def lines(buffer):

@@ -2,10 +2,13 @@
 
 import ssl
 
+import pytest
 from google.cloud import ndb
 
 import main
 import models
+
+pytestmark = pytest.mark.interp  # the smoke test on every interpreter: the app boots and reports its ssl
 
 
 def test_each_request_gets_an_ndb_context(admin):

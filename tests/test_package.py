@@ -12,6 +12,8 @@ import pytest
 
 import dyncert
 
+pytestmark = pytest.mark.slow  # wheel builds, clean venvs and mypy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,13 +8,13 @@ and the README's screenshots of it are written from both widths.
 import pytest
 import trustme
 
-import pki
-from conftest import ADMIN_TOKEN
 from handlers.templating import render
-from peers import PythonTLSPeer
-from test_admin_slots_browser import api
-from test_browser import DESKTOP, PHONE, browser, live_server, page, shot, sign_in  # noqa: F401 - fixtures
-from test_lifecycle import sign_csr
+from tests.harness import pki
+from tests.harness.app import ADMIN_TOKEN
+from tests.harness.live import PHONE, shot, sign_in
+from tests.harness.peers import PythonTLSPeer
+from tests.harness.pki import sign_csr
+from tests.test_admin_slots_browser import api
 
 pytestmark = pytest.mark.browser
 

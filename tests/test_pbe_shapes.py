@@ -12,8 +12,8 @@ import pytest
 from dyncert import der, pbe
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import pki
-from tests.pki import pem_block
+from tests.harness import pki
+from tests.harness.pki import pem_block
 
 URL = "/api/v1/employees/shapes/addresses/1"
 OID_SHA256 = bytes.fromhex("608648016503040201")

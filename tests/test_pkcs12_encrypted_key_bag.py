@@ -18,7 +18,7 @@ import dyncert.identity
 from dyncert import der, pbe, safecontents
 from dyncert.errors import InputError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki
+from tests.harness import interop_pki
 from tests.test_kdf_limits import dump, parse, set_kdf_cost
 
 PASSWORD = b"p12-password"

@@ -13,10 +13,9 @@ import sys
 
 import pytest
 
-from conftest import read
+from tests.harness.app import read
 from devserver import demo_peer as peer_module
-from devserver.emulator import free_port
-from test_tools_identity import served  # noqa: F401  (the app over real HTTP)
+from tests.harness.ports import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -147,6 +146,7 @@ def test_the_extractor_sees_commands_and_skips_output():
     assert blocks == ["make run\nmake test"]
 
 
+@pytest.mark.slow  # `make -n` of every target the README names
 def test_inline_make_commands_are_real_targets():
     """`make ...` written inline in the README: each is a target make knows (checked as `make -n`)."""
     with open(README) as f:

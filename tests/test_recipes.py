@@ -15,16 +15,17 @@ import grpc
 import pytest
 import urllib3
 
-import nginx
+from tests.harness import nginx
 from dyncert import cached_client_context, client_context
-from tests.adapterworld import World, url
+from tests.harness.adapterworld import World, url
 
-pytestmark = pytest.mark.skipif(not nginx.available(), reason="nginx is not installed")
+pytestmark = [pytest.mark.skipif(not nginx.available(), reason="nginx is not installed"), pytest.mark.interop,
+              pytest.mark.interp]
 
 
 @pytest.fixture(scope="module")
-def world():
-    return World()
+def world(run_pki):
+    return World(run_pki)
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,27 @@ import struct
 
 import pytest
 
-import pki
-import servers
+from tests.harness import pki
+from tests.harness import servers
 from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import RemoteError
 from dyncert.identity import ClientIdentity
-from loopback import LoopbackTLSServer
-from peers import OpenSSLServer, PythonTLSPeer
+from tests.harness.loopback import LoopbackTLSServer
+from tests.harness.peers import OpenSSLServer, PythonTLSPeer
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 
 
 @pytest.fixture(scope="module")
-def world():
-    ours, stranger = pki.make_pki("ours"), pki.make_pki("stranger")
+def world(run_pki):
+    ours, stranger = run_pki.ours, run_pki.stranger
     good = pki.client_cert(ours.clients_ca, "asalieri")
     bad = pki.client_cert(stranger.clients_ca, "mallory")
     now = datetime.datetime.now(datetime.timezone.utc)
     return dict(
-        pki=ours, server=pki.server_cert(ours.root), good=good, bad=bad,
+        pki=ours, server=run_pki.server, good=good, bad=bad,
         expired_server=pki.expired(ours.root, pki.server_cert),
         future_server=pki.server_cert(ours.root, not_before=now + datetime.timedelta(days=2),
                                       not_after=now + datetime.timedelta(days=60)),
@@ -66,11 +66,12 @@ def store(admin, world, port, creds=None):
 
 # --- 12.3: a rejection seen on the write of the request is still a rejection ----------------
 
-@pytest.mark.skipif(servers.STUNNEL is None, reason="stunnel4 is not installed")
+@pytest.mark.interop
+@pytest.mark.skipif(servers.Stunnel.available() is not None, reason="stunnel4 is not installed")
 def test_stunnel_tls13_rejection_is_exact_100_of_100(world):
     # A 60 KB body: stunnel has refused us and closed by the time the later records go out, so
     # the write fails (EOF/reset) with its alert already waiting: that alert is the answer.
-    with servers.Stunnel(world["server"], world["pki"].ca_pem, tls="1.3") as peer:
+    with servers.Stunnel(world["server"], world["pki"].ca_pem, tls="1.3", backend="http") as peer:
         ok = calls.https_request(ctx(world, "good"), target(peer), "fp", method="POST", path="/in",
                                  body="x" * 60000, timeouts=FAST)
         assert ok["status"] == 200 and ok["body"] == "plain backend saw /in\n"
@@ -200,7 +201,8 @@ def test_request_to_the_demo_echo_port_is_invalid_response(admin, demo_peer, upl
 
 # --- 12.5: Apache's SSLVerifyDepth 1 and a chain with an intermediate ------------------------
 
-@pytest.mark.skipif(servers.APACHE is None, reason="apache2 is not installed")
+@pytest.mark.interop
+@pytest.mark.skipif(servers.Apache.available() is not None, reason="apache2 is not installed")
 @pytest.mark.parametrize("tls", ["1.2", "1.3"])
 @pytest.mark.parametrize("depth", [1, 2])
 def test_apache_verify_depth_hint(admin, world, tls, depth):

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-import pki
-from loopback import LoopbackTLSServer
+from tests.harness import pki
+from tests.harness.loopback import LoopbackTLSServer
 
 BASE = "/api/v1/employees/asalieri/addresses/1"
 
@@ -47,9 +47,9 @@ class RecordingPeer(LoopbackTLSServer):
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), client=pki.client_cert(p.clients_ca, "asalieri"))
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, client=pki.client_cert(p.clients_ca, "asalieri"))
 
 
 @pytest.fixture

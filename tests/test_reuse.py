@@ -5,20 +5,20 @@ import ssl
 
 import pytest
 
-import pki
+from tests.harness import pki
 from dyncert import calls, reuse
 from dyncert.context import client_context
 from dyncert.identity import ClientIdentity
 from dyncert.targets import Target
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5)
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root),
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server,
                 alice=pki.client_cert(p.clients_ca, "alice"), bob=pki.client_cert(p.clients_ca, "bob"))
 
 

@@ -9,65 +9,18 @@ from google.cloud import datastore as raw_datastore
 from google.cloud import ndb
 
 import models
-import pki
+from tests.harness import pki
 import sealing
-from peers import PythonTLSPeer
+from tests.harness.peers import PythonTLSPeer
 
-URL = "/api/v1/employees/asalieri/addresses/1"
+from tests.harness.sealed import URL, call, db, raw_key, store, who, write_legacy  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def world():
-    p = pki.make_pki()
-    return dict(pki=p, server=pki.server_cert(p.root), first=pki.client_cert(p.clients_ca, "first"),
-                second=pki.client_cert(p.clients_ca, "second"), stranger=pki.make_pki("stranger"))
-
-
-def db():
-    return raw_datastore.Client(project=os.environ["DATASTORE_PROJECT_ID"])
-
-
-def raw_key(client, address=1):
-    return client.key("Employee", "asalieri", "Address", address)
-
-
-def store(admin, creds, port, ca_pem, status=201):
-    body = dict(cert=creds.cert_pem.decode(), key=creds.key_pem.decode(), ca_certs=ca_pem.decode(),
-                host="127.0.0.1", port=port, server_hostname="localhost")
-    return admin.put(URL, json.dumps(body), content_type="application/json", status=status).json
-
-
-def call(admin, path="/request", status=200):
-    return admin.post(URL + path, json.dumps({}), content_type="application/json", status=status)
-
-
-def who(response):
-    return json.loads(response.json["body"])["fingerprint_sha256"]
-
-
-def write_legacy(settings, creds, port, ca_pem):
-    """An Address exactly as stored before v1.1: the old property set, the key sealed to the entity path only."""
-    client = db()
-    key = raw_key(client)
-    chain = creds.cert_pem.decode()
-    from dyncert.identity import ClientIdentity
-    identity = ClientIdentity.from_pem(creds.cert_pem, creds.key_pem)
-    kek = sealing.kek_from_settings(settings)
-    wrapped_dek, sealed_key = sealing.seal(kek, identity.key_pem, b"Employee/asalieri/Address/1")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    client.put(raw_datastore.Entity(client.key("Employee", "asalieri")))
-    entity = raw_datastore.Entity(key, exclude_from_indexes=(
-        "chain_pem", "sealed_key", "wrapped_dek", "kek_id", "ca_certs", "host", "port", "server_hostname",
-        "tls_version", "subject", "issuer", "serial", "not_before", "san", "key_type", "chain_length"))
-    entity.update(dict(
-        chain_pem=identity.chain_pem.decode(), sealed_key=sealed_key, wrapped_dek=wrapped_dek, kek_id=kek.kek_id,
-        ca_certs=ca_pem.decode(), host="127.0.0.1", port=port, server_hostname="localhost", tls_version="TLS",
-        subject=identity.subject, issuer=identity.issuer, serial=identity.serial, not_before=identity.not_before,
-        not_after=identity.not_after, fingerprint_sha256=identity.fingerprint_sha256, san=list(identity.san),
-        key_type=identity.key_type, chain_length=identity.chain_length, created=now, updated=now))
-    assert chain.startswith("-----BEGIN CERTIFICATE-----")
-    client.put(entity)
-    return identity.fingerprint_sha256
+def world(run_pki):
+    p = run_pki.ours
+    return dict(pki=p, server=run_pki.server, first=pki.client_cert(p.clients_ca, "first"),
+                second=pki.client_cert(p.clients_ca, "second"), stranger=run_pki.stranger)
 
 
 def test_legacy_record_is_read_called_and_rotated(admin, settings, world):
@@ -82,7 +35,7 @@ def test_legacy_record_is_read_called_and_rotated(admin, settings, world):
 
         body = dict(cert=world["second"].cert_pem.decode(), key=world["second"].key_pem.decode())
         admin.put(URL + "/next", json.dumps(body), content_type="application/json", status=201)
-        # That write re-sealed the legacy key with the bound (v2) associated data.
+        # That write re-sealed the legacy key with the bound (v3) associated data.
         assert db().get(raw_key(db()))["seal_version"] == models.SEAL_VERSION
         assert who(call(admin)) == legacy_fp
         call(admin, "/promote")
@@ -146,15 +99,16 @@ def test_an_altered_next_slot_is_refused_and_the_current_keeps_working(admin, wo
         assert who(call(admin)) == world["first"].fingerprint_sha256
 
 
-def test_promote_and_rollback_need_no_reseal_of_bound_slots(ndb_context, settings, world):
+def test_promote_and_rollback_reseal_moved_slots_with_their_data_key(ndb_context, settings, world):
     body = dict(cert=world["first"].cert_pem.decode(), key=world["first"].key_pem.decode(), host="peer.example.com")
     models.put_identity("asalieri", 1, body, settings)
-    sealed = models.get_entity("asalieri", 1).sealed_key
+    sealed, wrapped = models.get_entity("asalieri", 1).sealed_key, models.get_entity("asalieri", 1).wrapped_dek
     models.stage_next("asalieri", 1, dict(body, cert=world["second"].cert_pem.decode(),
                                           key=world["second"].key_pem.decode()), settings)
     models.promote("asalieri", 1, settings)
     entity = models.get_entity("asalieri", 1)
-    assert entity.previous.sealed_key == sealed  # the same ciphertext, now in the previous slot
+    # Sealed again as `previous` (issue 20 item 7: the role is bound), with the same data key.
+    assert entity.previous.sealed_key != sealed and entity.previous.wrapped_dek == wrapped
     assert models.load_identity("asalieri", 1, settings).identity.fingerprint_sha256 == \
         world["second"].fingerprint_sha256
     models.rollback("asalieri", 1, settings)

@@ -20,63 +20,18 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from google.cloud import datastore as raw_datastore
 
 import main
-import pki
+from tests.harness import pki
 from dyncert import context
 from dyncert.identity import ClientIdentity
 from handlers import auth, base, routes
-from browser import page_token, signed_in
-from peers import PythonTLSPeer
+from tests.harness.app import token_of
+from tests.harness.browser import signed_in
+from tests.harness.leaks import Scanner, scan_temp, secret_lines
+from tests.harness.peers import PythonTLSPeer
 
 KEY_PASSWORD = "k3y-pa55word-never-shown-1"
 P12_PASSWORD = "p12-pa55word-never-shown-2"
 BASE = "/api/v1/employees/asalieri/addresses/{}"
-
-
-def secret_lines(key_pem):
-    """Base64 body lines of a private key that are not also part of its public key (EC keys end with it)."""
-    key = serialization.load_pem_private_key(key_pem, None)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    der_b64 = base64.b64encode(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption())).decode()
-    lines = [line for line in key_pem.decode().splitlines() if line and "-----" not in line and line not in public]
-    return [line for line in lines if len(line) >= 16] + [der_b64[40:80]]
-
-
-class Scanner:
-    """Collects every text the app produced and checks it for the needles."""
-
-    def __init__(self, needles):
-        self.needles = [n for n in needles if n]
-        self.seen = 0
-
-    def check(self, text, where):
-        self.seen += 1
-        for needle in self.needles:
-            assert needle not in text, f"secret found in {where}"
-
-    def response(self, response, where):
-        self.check(response.body.decode("utf-8", "replace"), f"body of {where}")
-        self.check("\n".join(f"{k}: {v}" for k, v in response.headerlist), f"headers of {where}")
-        return response
-
-
-def scan_temp(scanner, since, seen):
-    """Every file under the temp dir and /dev/shm changed since `since` (each file read once)."""
-    for top in {tempfile.gettempdir(), "/tmp", "/dev/shm"}:
-        for root, _, files in os.walk(top):
-            for name in files:
-                path = os.path.join(root, name)
-                try:
-                    st = os.stat(path)
-                    if st.st_mtime < since or st.st_size > 8 * 1024 * 1024 or (path, st.st_mtime) in seen:
-                        continue
-                    seen.add((path, st.st_mtime))
-                    with open(path, "rb") as f:
-                        data = f.read()
-                except OSError:
-                    continue
-                scanner.check(data.decode("latin-1"), path)
 
 
 def sealed_file_activity():
@@ -88,11 +43,11 @@ def sealed_file_activity():
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(run_pki):
     """Client keys made in memory for this module only (never written anywhere by the tests)."""
-    p = pki.make_pki("secrets")
+    p = run_pki.ours
     clients = [pki.client_cert(p.clients_ca, f"secret{i}") for i in range(3)]
-    return dict(pki=p, server=pki.server_cert(p.root), clients=clients)
+    return dict(pki=p, server=run_pki.server, clients=clients)
 
 
 def test_no_key_material_in_responses_logs_pages_or_temp_files(datastore, settings, world, caplog):
@@ -245,7 +200,7 @@ def test_cookie_flags(datastore, settings, secure):
                              extra_environ={"wsgi.url_scheme": "https", "HTTPS": "on"} if secure else None)
     form = client.get("/signin")
     csrf_cookie = [c for c in set_cookies(form) if c.startswith(auth.cookie_name(auth.CSRF_COOKIE, secure))][0]
-    token = page_token(form)
+    token = token_of(form)
     response = client.post("/signin", {"token": settings.admin_token, "csrf_token": token, "next": "/admin"},
                            status=302)
     session = [c for c in set_cookies(response) if c.startswith(auth.cookie_name(auth.SESSION_COOKIE, secure))][0]

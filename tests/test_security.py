@@ -8,9 +8,6 @@ import dataclasses
 import io
 import json
 import os
-import re
-import socket
-import threading
 import urllib.parse
 
 import pytest
@@ -20,6 +17,9 @@ from google.cloud import datastore as raw_datastore
 import main
 import settings as settings_module
 from handlers import auth
+from tests.harness.app import token_of
+from tests.harness.browser import signed_in
+from tests.harness.loopback import CountingListener
 
 URL = "/api/v1/employees/asalieri/addresses/1"
 PAGE = "/admin/employees/asalieri/addresses/1"
@@ -32,17 +32,9 @@ def raw_entity(employee="asalieri", address=1):
     return dict(entity) if entity is not None else None
 
 
-def page_token(response):
-    """The csrf_token of the first form on a page."""
-    return re.search(r'name="csrf_token" value="([^"]+)"', response.text).group(1)
-
-
 def sign_in(app, remote="192.0.2.10", **environ):
-    """A browser signed in through /signin: (client, the token its pages carry)."""
-    browser = webtest.TestApp(app, extra_environ=dict({"REMOTE_ADDR": remote}, **environ))
-    token = page_token(browser.get("/signin"))
-    browser.post("/signin", {"token": app.settings.admin_token, "csrf_token": token, "next": "/admin"}, status=302)
-    return browser, page_token(browser.get("/admin/new"))
+    """A browser signed in through /signin from `remote`: (client, the token its pages carry)."""
+    return signed_in(app, app.settings.admin_token, REMOTE_ADDR=remote, **environ)
 
 
 @pytest.fixture
@@ -58,29 +50,6 @@ def stored(app, upload):
     admin = webtest.TestApp(app, extra_environ={"HTTP_AUTHORIZATION": f"Bearer {app.settings.admin_token}"})
     admin.put(URL, json.dumps(upload), content_type="application/json", status=201)
     return raw_entity()
-
-
-class CountingListener:
-    """A loopback TCP port that counts connections and closes each at once."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture
@@ -172,7 +141,7 @@ GAE_ADMIN = {"HTTP_X_APPENGINE_USER_EMAIL": "admin@example.com", "HTTP_X_APPENGI
 
 def test_app_engine_login_cookie_follows_the_same_rules(gae_app, upload):
     browser = webtest.TestApp(gae_app, extra_environ=GAE_ADMIN)
-    token = page_token(browser.get("/admin/new"))
+    token = token_of(browser.get("/admin/new"))
     body = json.dumps(upload)
     refused = browser.put(URL, body, content_type="application/json", status=403)
     assert refused.json["error"]["code"] == "csrf_failed" and raw_entity() is None
@@ -191,7 +160,7 @@ def test_app_engine_login_cookie_follows_the_same_rules(gae_app, upload):
 def test_script_free_forms_still_work(app, stored):
     browser, token = sign_in(app)
     page = browser.get(PAGE + "/delete")
-    browser.post(PAGE + "/delete", {"csrf_token": page_token(page)}, headers={"Origin": ORIGIN}, status=303)
+    browser.post(PAGE + "/delete", {"csrf_token": token_of(page)}, headers={"Origin": ORIGIN}, status=303)
     assert raw_entity() is None
 
 
@@ -199,7 +168,7 @@ def test_script_free_forms_still_work(app, stored):
 
 def test_cookie_tossing_cannot_forge_the_form_token(app, stored):
     attacker = webtest.TestApp(app)
-    attacker_token = page_token(attacker.get("/signin"))
+    attacker_token = token_of(attacker.get("/signin"))
     tossed = attacker.cookies[auth.CSRF_COOKIE]
     browser, _ = sign_in(app)
     browser.set_cookie(auth.CSRF_COOKIE, tossed)  # set from another port of the same host
@@ -207,7 +176,7 @@ def test_cookie_tossing_cannot_forge_the_form_token(app, stored):
         response = browser.post(PAGE + "/delete", {"csrf_token": token}, status=403)
         assert "csrf_failed" in response.text
     assert raw_entity() == stored
-    browser.post(PAGE + "/delete", {"csrf_token": page_token(browser.get(PAGE + "/delete"))}, status=303)
+    browser.post(PAGE + "/delete", {"csrf_token": token_of(browser.get(PAGE + "/delete"))}, status=303)
     assert raw_entity() is None
 
 
@@ -217,7 +186,7 @@ def test_forms_refuse_a_foreign_origin(app, stored, headers):
     browser.post(PAGE + "/delete", {"csrf_token": token}, headers=headers, status=403)
     assert raw_entity() == stored
     client = webtest.TestApp(app)
-    form = page_token(client.get("/signin"))
+    form = token_of(client.get("/signin"))
     client.post("/signin", {"token": app.settings.admin_token, "csrf_token": form}, headers=headers, status=403)
     assert auth.SESSION_COOKIE not in client.cookies
 
@@ -229,7 +198,7 @@ def test_secure_cookies_carry_the_host_prefix(app):
     assert cookies and all(c.startswith("__Host-") and "secure" in c.lower() and "Path=/" in c
                            for c in cookies), cookies
     assert not any("Domain" in c for c in cookies)
-    https.post("/signin", {"token": app.settings.admin_token, "csrf_token": page_token(page)}, status=302)
+    https.post("/signin", {"token": app.settings.admin_token, "csrf_token": token_of(page)}, status=302)
     assert https.get("/admin").status_int == 200
     plain = webtest.TestApp(app).get("/signin").headers.getall("Set-Cookie")  # the twin, over http
     assert plain and not any(c.startswith("__Host-") or "secure" in c.lower() for c in plain)
@@ -248,7 +217,7 @@ OFF_SITE = ["//evil.example/", "/\t/evil.example/", "/\n/evil.example/", "/\r/ev
 
 def signed_in_redirect(app, target, host="localhost:80"):
     client = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "192.0.2.77", "HTTP_HOST": host})
-    token = page_token(client.get("/signin"))
+    token = token_of(client.get("/signin"))
     response = client.post("/signin", {"token": app.settings.admin_token, "csrf_token": token, "next": target},
                            status=302)
     return response.headers["Location"]
@@ -393,7 +362,7 @@ def test_a_forged_session_cookie_is_refused(app):
 
 def attempt(app, remote, token):
     client = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": remote})
-    form = page_token(client.get("/signin"))
+    form = token_of(client.get("/signin"))
     return client.post("/signin", {"token": token, "csrf_token": form}, status="*")
 
 
@@ -456,7 +425,7 @@ def test_non_ascii_csrf_token_on_sign_in(app):
 
 @pytest.mark.parametrize("address", ["\u00b2", "\u0661", "1\u00b2", "\uff11", "\u0967"])
 def test_unicode_digits_are_not_address_ids(app, stored, address):
-    from conftest import admin_client
+    from tests.harness.app import admin_client
     admin = admin_client(app)  # Bearer for the API, the session for the page
     address = urllib.parse.quote(address)
     path = "/api/v1/employees/asalieri/addresses/" + address
@@ -509,7 +478,7 @@ def test_static_names_with_control_characters_are_404(app, name):
 
 def test_a_token_sent_as_a_file_is_just_wrong(app):
     client = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "198.51.100.9"})
-    form = page_token(client.get("/signin"))
+    form = token_of(client.get("/signin"))
     response = client.post("/signin", {"csrf_token": form}, upload_files=[("token", "t.txt", b"x")],
                            content_type="multipart/form-data", status=401)
     assert "not the admin token" in response.text
@@ -520,9 +489,9 @@ def test_a_token_sent_as_a_file_is_just_wrong(app):
 def test_sign_out_over_https_replaces_the_host_cookie(app):
     https = webtest.TestApp(app, extra_environ={"wsgi.url_scheme": "https", "HTTP_HOST": "localhost:443",
                                                 "REMOTE_ADDR": "192.0.2.44"})
-    form = page_token(https.get("/signin"))
+    form = token_of(https.get("/signin"))
     https.post("/signin", {"token": app.settings.admin_token, "csrf_token": form}, status=302)
-    token = page_token(https.get("/admin/new"))
+    token = token_of(https.get("/admin/new"))
     out = https.post("/signout", {"csrf_token": token}, status=302)
     cleared = [c for c in out.headers.getall("Set-Cookie") if c.startswith("__Host-" + auth.SESSION_COOKIE + "=")]
     assert cleared and "secure" in cleared[0].lower() and "max-age=0" in cleared[0].lower(), cleared
@@ -548,7 +517,7 @@ def test_the_daily_cron_purges_ended_sessions(app):
 def test_a_forged_client_address_header_does_not_evade_the_limit(app, gae_app):
     def tries(application, ip_header):
         client = webtest.TestApp(application, extra_environ={"REMOTE_ADDR": "198.51.100.20"})
-        form = page_token(client.get("/signin"))
+        form = token_of(client.get("/signin"))
         return client.post("/signin", {"token": "wrong-token", "csrf_token": form},
                            headers={"X-Appengine-User-Ip": ip_header}, status="*").status_int
 

@@ -11,10 +11,9 @@ import threading
 import urllib.request
 
 import pytest
-from test_browser import browser, live_server, sign_in  # noqa: F401 (fixtures)
-from test_security import CountingListener
-
-from conftest import ADMIN_TOKEN
+from tests.harness.app import ADMIN_TOKEN
+from tests.harness.live import sign_in
+from tests.harness.loopback import CountingListener
 
 pytestmark = pytest.mark.browser
 URL = "/api/v1/employees/asalieri/addresses/1"

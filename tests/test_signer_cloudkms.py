@@ -1,6 +1,6 @@
 """CloudKmsSigner with the real google-cloud-kms client, against a local STAND-IN for Cloud KMS.
 
-The stand-in (tests/kms_standin.py) is not Cloud KMS: software keys behind the KeyManagementService
+The stand-in (tests/harness/kms_standin.py) is not Cloud KMS: software keys behind the KeyManagementService
 gRPC methods. The live test at the bottom runs against Cloud KMS itself when KMS_TEST_KEY_VERSION
 and credentials are set.
 """
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, util
 
 from dyncert.errors import DyncertError
 from dyncert.signers.cloudkms import CloudKmsSigner, crc32c
-from kms_standin import CORRUPTIONS, Algorithm, KmsStandIn
+from tests.harness.kms_standin import CORRUPTIONS, Algorithm, KmsStandIn
 
 _HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 
@@ -332,7 +332,9 @@ def test_live_cloud_kms_signature_verifies():
 from dyncert import calls, context, runtime, targets  # noqa: E402
 from dyncert.errors import InputError, RemoteError  # noqa: E402
 from dyncert.signers import SignerIdentity  # noqa: E402
-from tests import interop_pki, peers, pki  # noqa: E402
+from tests.harness import interop_pki, peers, pki  # noqa: E402
+
+pytestmark = [pytest.mark.interp]  # differs by interpreter: the signer binding / loading tiers
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)
 BINDING = runtime.signer_binding()

@@ -1,6 +1,6 @@
 """Proof (issue 18): with a signer, the private key never enters the calling process.
 
-The key lives in another process (tests/signer_process.py) that signs digests on request, as Cloud
+The key lives in another process (tests/harness/signer_process.py) that signs digests on request, as Cloud
 KMS would. After TLS 1.2 and 1.3 handshakes and HTTPS requests through the requests adapter, this
 process's readable memory (/proc/self/maps ranges read through /proc/self/mem) holds no copy of the
 private scalar (big- or little-endian, as OpenSSL's BIGNUM words hold it) nor its PKCS#8 DER. The
@@ -27,10 +27,10 @@ from dyncert import calls, context, runtime, targets
 from dyncert.identity import ClientIdentity
 from dyncert.requests import ClientCertAdapter
 from dyncert.signers import SignerIdentity
-from tests import peers, pki
+from tests.harness import peers, pki
 
 BINDING = runtime.signer_binding()
-pytestmark = pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")
+pytestmark = [pytest.mark.interp, pytest.mark.skipif(not BINDING["available"], reason=f"signer_unsupported here: {BINDING['detail']}")]
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=15)
 
 
@@ -40,7 +40,7 @@ class KeyHolder:
     schemes = ("ecdsa_sha256", "ecdsa_sha384", "ecdsa_sha512")
 
     def __init__(self):
-        script = os.path.join(os.path.dirname(__file__), "signer_process.py")
+        script = os.path.join(os.path.dirname(__file__), "harness", "signer_process.py")
         self.proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
         self.lock = threading.Lock()

@@ -15,16 +15,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 
-import softhsm
+from tests.harness import softhsm
 from dyncert import calls, context, runtime, targets
 from dyncert.errors import DyncertError, InputError, RemoteError, SignerError
 from dyncert.signers import SignerIdentity
 from dyncert.signers import pkcs11 as dyncert_pkcs11
 from dyncert.signers.pkcs11 import Pkcs11Signer, open_session
-from tests import interop_pki, peers, pki
+from tests.harness import interop_pki, peers, pki
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.skipif(softhsm.available() is not None, reason=str(softhsm.available()))
+pytestmark = [pytest.mark.interp, pytest.mark.skipif(softhsm.available() is not None, reason=str(softhsm.available()))]
 
 _HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)

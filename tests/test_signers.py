@@ -23,7 +23,9 @@ from dyncert.errors import InputError, RemoteError
 from dyncert.identity import ClientIdentity
 from dyncert.requests import ClientCertAdapter, dyncert_error
 from dyncert.signers import LocalSigner, SignerIdentity, _binding
-from tests import peers, pki
+from tests.harness import peers, pki
+
+pytestmark = [pytest.mark.interp]  # differs by interpreter: the signer binding / loading tiers
 
 FAST = calls.Timeouts(connect=5, handshake=5, read=5, total=10)
 BINDING = runtime.signer_binding()

@@ -19,7 +19,7 @@ import sealing
 from dyncert import targets
 from dyncert.errors import DyncertError
 from dyncert.identity import ClientIdentity
-from tests import interop_pki, peers, pki
+from tests.harness import interop_pki, peers, pki
 
 URL = "/api/v1/employees/legacy/addresses/1"
 
@@ -47,6 +47,7 @@ def store_legacy(settings, world, port):
         models.Employee(key=key.parent()).put()
         entity = models.Address(key=key)
         models.copy_slot(slot, entity)
+        models.binding.reseal(entity, sealing.kek_from_settings(settings))  # sealed in place, as a write does
         entity.put()
 
 

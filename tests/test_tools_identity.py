@@ -2,34 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
-import threading
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.harness.app import cli
 
+pytestmark = pytest.mark.interp  # the smoke test on every interpreter: CLI, app over HTTP, a real handshake
 
-class Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def served(app):
-    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-
-
-def cli(url, token, *args):
-    env = dict(os.environ, ADMIN_TOKEN=token, DYNCERT_URL=url)
-    return subprocess.run([sys.executable, "-m", "tools.identity", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_put_list_get_handshake_delete(served, settings, demo_pki, demo_peer):
@@ -44,7 +23,7 @@ def test_put_list_get_handshake_delete(served, settings, demo_pki, demo_peer):
     assert [(i["employee"], i["address"]) for i in listed] == [("asalieri", 7)]
     shake = json.loads(cli(served, token, "handshake", "asalieri", "7").stdout)
     assert shake["ok"] and shake["client_fingerprint_sha256"] == listed[0]["fingerprint_sha256"]
-    assert cli(served, token, "delete", "asalieri", "7").returncode == 0
+    assert cli(served, token, "delete", "asalieri", "7", "--yes").returncode == 0
     missing = cli(served, token, "get", "asalieri", "7")
     assert missing.returncode == 1 and "not_found" in missing.stderr
 

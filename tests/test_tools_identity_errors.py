@@ -4,8 +4,8 @@ import os
 import subprocess
 import sys
 
-from devserver.emulator import free_port
-from test_tools_identity import cli, served  # noqa: F401  (the app over real HTTP)
+from tests.harness.ports import free_port
+from tests.harness.app import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

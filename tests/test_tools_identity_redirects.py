@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from test_tools_identity import cli, served  # noqa: F401  (the app over real HTTP)
+from tests.harness.app import cli, served  # noqa: F401  (the app over real HTTP)
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):

@@ -9,19 +9,24 @@ token from ADMIN_TOKEN (or the variable named by --token-env). Examples:
     python -m tools.identity put asalieri 2 --pkcs12 client.p12 --password-env P12_PASSWORD --host h.example
     python -m tools.identity get asalieri 1
     python -m tools.identity handshake asalieri 1
-    python -m tools.identity delete asalieri 1
+    python -m tools.identity request asalieri 1 --path /status -H "Accept: application/json"
+    python -m tools.identity echo asalieri 1 --send hello
+    python -m tools.identity delete asalieri 1 --yes                      # asks first without --yes
     python -m tools.identity csr asalieri 1 --cn asalieri --dns client.example.com > asalieri.csr
     python -m tools.identity next asalieri 1 --cert signed-chain.pem     # completes the pending key
     python -m tools.identity next asalieri 1 --test                      # handshake with the next identity
+    python -m tools.identity next asalieri 1 --request --path /status    # an HTTPS request with it (--echo too)
     python -m tools.identity promote asalieri 1
     python -m tools.identity rollback asalieri 1
     python -m tools.identity history asalieri 1
 
 Passwords are read from an environment variable (never a command-line argument: those show in
 `ps`). The token goes only to DYNCERT_URL itself: a redirect is refused (the API sends none), and
-plain http:// is refused unless the host is loopback. Exit status: 0 success, 1 the API refused
-(its error code is printed) or a redirect was refused, 2 usage or a local file or variable missing
-(or a plain http:// URL to another host), 3 the app could not be reached.
+plain http:// is refused unless the host is loopback. A failed call prints its code, message, and
+what to check (the admin page's words). Exit status: 0 success (a request the partner answered
+with 4xx/5xx too: flagged on stderr), 1 the API refused, the call failed (its error code is
+printed) or a redirect was refused, 2 usage or a local file or variable missing (or a plain
+http:// URL to another host), 3 the app could not be reached.
 """
 
 import argparse
@@ -33,6 +38,8 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from explanations import explain
 
 UNREACHABLE = 3  # exit status when the app does not answer
 
@@ -153,6 +160,31 @@ def put_body(args):
 
 
 LIFECYCLE = ("csr", "next", "promote", "rollback", "history")
+CALLS = ("handshake", "request", "echo")
+
+
+def request_body(args):
+    """The POST .../request body from --method, --path, -H and --body."""
+    headers = {}
+    for line in args.header or []:
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise CliError(f"{args.command}: -H takes 'Name: value', found {line!r}")
+        headers[name.strip()] = value.strip()
+    return {"method": args.method, "path": args.path, "headers": headers, "body": args.body or ""}
+
+
+def echo_body(args):
+    """The POST .../echo body: the --send text as one line."""
+    send = args.send if args.send.endswith("\n") else args.send + "\n"
+    return {"send": send}
+
+
+def call(args, base, token, path):
+    """Run a call (handshake, request or echo) with the current identity, or with next (`path` .../next)."""
+    kind = args.command if args.command in CALLS else "request" if args.request else "echo"
+    body = request_body(args) if kind == "request" else echo_body(args) if kind == "echo" else None
+    return api(base, token, "POST", f"{path}/{kind}", body)
 
 
 def csr_body(args):
@@ -195,6 +227,8 @@ def lifecycle(args, base, token, path):
             return api(base, token, "DELETE", path + "/next")
         if args.test:
             return api(base, token, "POST", path + "/next/handshake")
+        if args.request or args.echo:
+            return call(args, base, token, path + "/next")
         return api(base, token, "PUT", path + "/next", next_body(args))
     if args.command == "history":
         return api(base, token, "GET", path + "/history")
@@ -215,13 +249,17 @@ def add_lifecycle_parsers(sub):
     csr.add_argument("--email", action="append", help="an e-mail subjectAltName (repeatable)")
     csr.add_argument("--uri", action="append", help="a URI subjectAltName (repeatable)")
     csr.add_argument("--out", help="write the CSR to this file instead of printing it")
-    nxt = sub.add_parser("next", help="stage (default), --show, --test or --delete the next identity")
+    nxt = sub.add_parser("next", help="stage (default), --show, --test, --request, --echo or --delete the next "
+                                      "identity")
     nxt.add_argument("employee")
     nxt.add_argument("address")
     action = nxt.add_mutually_exclusive_group()
     action.add_argument("--show", action="store_true")
     action.add_argument("--test", action="store_true", help="handshake with the next identity")
     action.add_argument("--delete", action="store_true")
+    action.add_argument("--request", action="store_true", help="an HTTPS request with the next identity")
+    action.add_argument("--echo", action="store_true", help="a line over raw TLS with the next identity")
+    add_call_options(nxt)
     nxt.add_argument("--cert", help="PEM certificate chain file (alone: the certificate for the pending key)")
     nxt.add_argument("--key", help="PEM private key file, to stage an identity made elsewhere")
     nxt.add_argument("--pkcs12", help="PKCS#12 file instead of --cert/--key")
@@ -238,6 +276,15 @@ def add_lifecycle_parsers(sub):
         s.add_argument("address")
 
 
+def add_call_options(p):
+    """The request and echo options (also on `next`, for --request and --echo)."""
+    p.add_argument("--method", default="GET", choices=("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"))
+    p.add_argument("--path", default="/", help="request path (default /)")
+    p.add_argument("-H", "--header", action="append", help="a request header 'Name: value' (repeatable)")
+    p.add_argument("--body", help="request body text")
+    p.add_argument("--send", default="hello", help="the line echo sends (a newline is added; default hello)")
+
+
 def parser():
     p = argparse.ArgumentParser(prog="python -m tools.identity", description=__doc__.split("\n\n", 1)[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
@@ -246,12 +293,19 @@ def parser():
                    help="the app's base URL (default: $DYNCERT_URL, else http://127.0.0.1:8080)")
     p.add_argument("--token-env", default="ADMIN_TOKEN", help="environment variable holding the admin token")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list")
-    for name in ("get", "delete", "handshake"):
-        s = sub.add_parser(name)
+    sub.add_parser("list", help="every stored identity (public views)")
+    for name, text in (("get", "one identity's public view"), ("delete", "delete an identity (asks first)"),
+                       ("handshake", "a TLS handshake with the current identity"),
+                       ("request", "an HTTPS request with the current identity"),
+                       ("echo", "a line over raw TLS with the current identity")):
+        s = sub.add_parser(name, help=text)
         s.add_argument("employee")
         s.add_argument("address")
-    put = sub.add_parser("put")
+        if name == "delete":
+            s.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
+        if name in ("request", "echo"):
+            add_call_options(s)
+    put = sub.add_parser("put", help="store or replace the current identity (certificate and key, or PKCS#12)")
     put.add_argument("employee")
     put.add_argument("address")
     put.add_argument("--cert", help="PEM certificate chain file")
@@ -269,10 +323,48 @@ def parser():
 
 def main(argv=None):
     try:
-        return run(parser().parse_args(argv))
+        try:
+            return run(parser().parse_args(argv))
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.status
+    except BrokenPipeError:
+        # `... | head` closed our stdout: stop quietly (Python's documented recipe, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def confirmed(args):
+    """True when `delete` may go ahead: --yes, or 'y' typed at the question (stdin; EOF is no)."""
+    if args.yes:
+        return True
+    print(f"Delete {args.employee}/{args.address}: its current, next and previous identities and any pending key? "
+          f"[y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def report(args, status, data):
+    """Print an API refusal: its code and message, then what it means and what to check (the page's words)."""
+    error = (data or {}).get("error", {})
+    code, message = error.get("code", "error"), error.get("message", "")
+    if status == 401:
+        message = (f"the admin token was not accepted (check {args.token_env}: it must hold the app's ADMIN_TOKEN, "
+                   f"as in local/admin-token for `make run`)")
+    elif code == "no_next":
+        message = (f"nothing is staged as next for {args.employee}/{args.address}: stage one first with "
+                   f"`python -m tools.identity next {args.employee} {args.address} --cert signed-chain.pem`")
+    elif code == "wrong_password" and not getattr(args, "password_env", None):
+        message += (" Give the password with --password-env NAME (an environment variable holding it; never on "
+                    "the command line).")
+    print(f"{status} {code}: {message}", file=sys.stderr)
+    explained = explain(code, trusts="the CA certificates this identity trusts (its own CA bundle, else the app's "
+                                     "CA_FILE or the system's trust store)")
+    if explained and status in (502, 504):
+        print(f"What happened: {explained[0]}", file=sys.stderr)
+        print(f"What to check: {explained[1]}", file=sys.stderr)
 
 
 def run(args):
@@ -288,17 +380,22 @@ def run(args):
         if args.command == "get":
             status, data = api(args.url, token, "GET", path)
         elif args.command == "delete":
+            if not confirmed(args):
+                print("Not deleted (answer y, or pass --yes).", file=sys.stderr)
+                return 1
             status, data = api(args.url, token, "DELETE", path)
-        elif args.command == "handshake":
-            status, data = api(args.url, token, "POST", path + "/handshake")
+        elif args.command in CALLS:
+            status, data = call(args, args.url, token, path)
         elif args.command in LIFECYCLE:
             status, data = lifecycle(args, args.url, token, path)
         else:
             status, data = api(args.url, token, "PUT", path, put_body(args))
     if status >= 300:  # a 3xx too: api() never follows one
-        error = (data or {}).get("error", {})
-        print(f"{status} {error.get('code', 'error')}: {error.get('message', '')}", file=sys.stderr)
+        report(args, status, data)
         return 1
+    answered = (data or {}).get("status") if args.command == "request" or getattr(args, "request", False) else None
+    if isinstance(answered, int) and not 200 <= answered < 400:  # the call worked; the partner said no (amber)
+        print(f"note: the partner answered {answered}", file=sys.stderr)
     if args.command == "csr" and data:  # the CSR itself, ready for the partner's CA (the key stays sealed)
         if args.out:
             with open(args.out, "w", encoding="ascii") as f:

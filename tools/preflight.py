@@ -20,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 KMS_KEY_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 KMS_EXAMPLE = "projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY"
+# Where POST .../csr {"key_location": "cloud_kms"} creates client keys (the app's kmskeys.KEY_RING).
+KMS_KEY_RING = re.compile(r"^projects/[a-z0-9:.-]{1,100}/locations/[a-z0-9-]{1,63}/keyRings/[A-Za-z0-9_-]{1,63}$")
+KMS_RING_EXAMPLE = "projects/PROJECT/locations/LOCATION/keyRings/RING"
 # A PEM private key block with a body: a BEGIN marker alone (as in code that looks for one) is not a key.
 PEM_PRIVATE_KEY = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----\r?\n"
@@ -157,6 +160,34 @@ def check_kms(environ, env_variables, allow_local):
                  "    environment, or opt out explicitly with --allow-local-kek (ALLOW_LOCAL_KEK=1).")
 
 
+def check_kms_key_ring(environ, env_variables):
+    """KMS_KEY_RING, KMS_PROTECTION and KMS_ENDPOINT, when set: a key ring name, HSM or SOFTWARE, and no
+    stand-in endpoint in a deploy. Nothing is checked (no line) when none is set."""
+    def setting(name):
+        value = environ.get(name, "")
+        return (value, "the environment") if value else (str(env_variables.get(name, "") or ""), "app.yaml env_variables")
+
+    checks = []
+    ring, where = setting("KMS_KEY_RING")
+    if ring and not KMS_KEY_RING.match(ring):
+        checks.append(Check("KMS_KEY_RING", False, f"KMS_KEY_RING from {where} is not a Cloud KMS key ring name: "
+                            f"{ring[:200]!r}.\n    Expected {KMS_RING_EXAMPLE} (the key ring, not a key or a version)."))
+    elif ring:
+        checks.append(Check("KMS_KEY_RING", True, f"KMS_KEY_RING={ring} (from {where}): keys born in Cloud KMS; the "
+                            "app's service account needs roles/cloudkms.signerVerifier, "
+                            "roles/cloudkms.publicKeyViewer and cloudkms.cryptoKeys.create there"))
+    protection, where = setting("KMS_PROTECTION")
+    if protection and protection.strip().upper() not in ("HSM", "SOFTWARE"):
+        checks.append(Check("KMS_PROTECTION", False, f"KMS_PROTECTION from {where} must be HSM or SOFTWARE, "
+                            f"found {protection[:40]!r}."))
+    endpoint, where = setting("KMS_ENDPOINT")
+    if endpoint:
+        checks.append(Check("KMS_ENDPOINT", False, f"KMS_ENDPOINT is set in {where} ({endpoint[:80]!r}): it points "
+                            "the app at a local KMS stand-in over plain gRPC, for tests and `make run` only. "
+                            "Unset it to deploy."))
+    return checks
+
+
 def check_requirements(root):
     path = os.path.join(root, "requirements.txt")
     if not os.path.exists(path):
@@ -248,6 +279,7 @@ def run_checks(root=ROOT, environ=None, allow_local=False, skip_project=False):
             probe = {"configs": {}, "files": None, "files_error": probe, "env_variables": {}}
     checks += check_configs(probe)
     checks.append(check_kms(environ, probe["env_variables"], allow_local))
+    checks += check_kms_key_ring(environ, probe["env_variables"])
     checks.append(check_requirements(root))
     checks.append(check_upload_set(root, probe))
     if skip_project:

@@ -31,11 +31,11 @@ from ._facts import PeerFacts, TLSInfo, peer_facts, tls_info
 from ._http import FORBIDDEN_HEADERS, METHODS, _host_header, _MTLSConnection, _MTLSPool, check_request
 
 __all__ = [
-    "FORBIDDEN_HEADERS", "HANDSHAKE_NOTE", "HTTP_REFUSALS", "MAX_BODY", "METHODS", "NO_VERDICT_NOTE", "POOL_SIZE", "TICKET_WAIT",
+    "FORBIDDEN_HEADERS", "HANDSHAKE_NOTE", "MAX_BODY", "METHODS", "NO_VERDICT_NOTE", "POOL_SIZE", "TICKET_WAIT",
     "VERDICT_FACTOR", "VERDICT_FLOOR", "Deadline", "PeerFacts", "TLSInfo", "Timeouts", "after_handshake_error",
-    "check_request", "compat_echo", "connect", "echo", "exchange_line", "handshake", "http_refusal", "https_request",
-    "open_tls",
+    "check_request", "compat_echo", "connect", "echo", "exchange_line", "handshake", "https_request", "open_tls",
     "peer_facts", "read_line", "remote_error", "ticket_issuers", "tls_info", "verdict_wait",
+    "HTTP_REFUSALS", "http_refusal",  # issue 19.1: answers that refuse a client certificate at the HTTP layer
 ]
 
 # A handshake cannot see a refusal that comes later: nginx completes it, then answers HTTP 400.

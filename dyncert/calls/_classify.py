@@ -55,7 +55,8 @@ HTTP_REFUSALS: tuple[tuple[frozenset[int], re.Pattern[str] | None, str], ...] = 
     (frozenset({403}), re.compile(r"Cannot perform Post-Handshake Authentication"),
      "Apache asks for the client certificate after the TLS 1.3 handshake, and this connection did not offer it"),
     # What Apache (ErrorDocument) or HAProxy (deny ... string) say when configured to name the reason (README).
-    (frozenset({401, 403}), re.compile(r"client certificate", re.IGNORECASE), "the answer names the client certificate"),
+    (frozenset({401, 403}), re.compile(r"client certificate", re.IGNORECASE),
+     "the answer names the client certificate"),
 )
 _HTTP_REFUSAL_HINT = ("The TLS handshake succeeded: this server checks the client certificate only when a request "
                       "arrives, and refused it. Check that it trusts the CA that issued this client certificate "
@@ -191,7 +192,7 @@ def first_line(body: bytes) -> str:
 
 
 def http_refusal(status: int, body: bytes, target: targets.Target) -> RemoteError | None:
-    """peer_rejected_certificate when the HTTP answer is a refusal of our client certificate (HTTP_REFUSALS), else None."""
+    """peer_rejected_certificate when the HTTP answer refuses our client certificate (HTTP_REFUSALS), else None."""
     text = body[:_SCANNED].decode("utf-8", "replace")
     for statuses, pattern, who in HTTP_REFUSALS:
         found = pattern.search(text) if pattern is not None else None

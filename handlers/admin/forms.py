@@ -7,17 +7,8 @@ import drafts
 from dyncert import csr
 from dyncert.errors import InputError
 
-MAX_FORM_BYTES = 512 * 1024  # the API's 256 KiB, plus multipart overhead and a CA file
-
-# Which form field an upload error belongs beside.
-FIELD_OF_CODE = {
-    "invalid_certificate": "cert", "certificate_expired": "cert",
-    "certificate_not_yet_valid": "cert", "key_mismatch": "cert",
-    "invalid_key": "key", "wrong_password": "key",
-    "invalid_pkcs12": "pkcs12", "invalid_ca_certs": "ca_certs",
-    "invalid_target": "host", "target_not_allowed": "host",
-    "unsupported_tls_version": "tls_version",
-}
+# The form has no password boxes of its own to mark: a password's error is shown beside its key or file.
+SHOWN_BESIDE = {"key_password": "key", "pkcs12_password": "pkcs12"}
 
 # The form's fields in page order (the first with an error gets the focus), and their labels.
 FORM_ORDER = ("employee", "address", "cert", "key", "pkcs12", "ca_certs", "host", "port", "server_hostname",
@@ -38,7 +29,6 @@ QUOTED_FIELD = re.compile(r"(?:[Tt]he field )?'(\w+)'")
 
 PRIVATE_KEY_BLOCK = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S)
-FIELD_NAME = re.compile(r"'(\w+)'")
 
 
 def without_private_keys(text):
@@ -61,19 +51,20 @@ def file_field(post, name):
     return data or None
 
 
-def pem_text(data, code, what):
-    """Uploaded PEM bytes as text, or an InputError with `code`."""
+def pem_text(data, code, what, field=None):
+    """Uploaded PEM bytes as text, or an InputError with `code` about `field`."""
     try:
         return data.decode("ascii")
     except UnicodeDecodeError:
         raise InputError(code, f"The {what} file is not a PEM text file (convert DER with "
-                               f"'openssl x509 -inform der' or upload PKCS#12 instead).") from None
+                               f"'openssl x509 -inform der' or upload PKCS#12 instead).", field) from None
 
 
-def upload_form(post, settings=None):
-    """Read the upload form into (employee, address, API body, pkcs12 used?, values to show again, errors).
+def upload_form(post, settings=None, owner="", slot="current"):
+    """Read the upload form into (employee, address, API body, values to show again, errors).
 
-    With no key or PKCS#12 in this post, those kept sealed under the form's draft id are used.
+    With no key or PKCS#12 in this post, those kept sealed under the form's draft id are used, when
+    the draft was made by `owner` (the session) for this employee/address and `slot` (drafts.take).
     """
     employee = text_field(post, "employee").strip()
     address = text_field(post, "address").strip()
@@ -94,7 +85,9 @@ def upload_form(post, settings=None):
             "host": host, "server_hostname": server_hostname or None, "tls_version": tls_version}
     errors = []
     if not (key.strip() or key_file or pkcs12_file):  # no new credentials: take those kept by a failed post
-        kept = drafts.take(settings, text_field(post, "draft")) if settings else {}
+        kept, refusal = drafts.take(settings, text_field(post, "draft"),
+                                    drafts.Binding(owner, employee, address, slot)) if settings else ({}, None)
+        errors += [refusal] if refusal else []
         key = kept.get("key") or ""
         if kept.get("pkcs12"):
             pkcs12_file = base64.b64decode(kept["pkcs12"])
@@ -102,19 +95,19 @@ def upload_form(post, settings=None):
             body[name] = body[name] or kept.get(name)
     try:
         if cert_file:
-            cert = pem_text(cert_file, "invalid_certificate", "certificate")
+            cert = pem_text(cert_file, "invalid_certificate", "certificate", "cert")
             shown["cert"] = without_private_keys(cert)
         if key_file:
-            key = pem_text(key_file, "invalid_key", "key")
+            key = pem_text(key_file, "invalid_key", "key", "key")
         if ca_file:
-            ca_certs = pem_text(ca_file, "invalid_ca_certs", "CA bundle")
+            ca_certs = pem_text(ca_file, "invalid_ca_certs", "CA bundle", "ca_certs")
             shown["ca_certs"] = without_private_keys(ca_certs)
     except InputError as e:
         errors.append(e)
     if pkcs12_file:
         if cert.strip() or key.strip():
             errors.append(InputError("invalid_request", "Give a certificate and key, or a PKCS#12 file "
-                                                        "('pkcs12'), not both."))
+                                                        "('pkcs12'), not both.", "pkcs12"))
         body["pkcs12"] = base64.b64encode(pkcs12_file).decode()
     else:
         body.update(cert=cert or None, key=key or None)
@@ -122,8 +115,8 @@ def upload_form(post, settings=None):
     if re.fullmatch(r"[0-9]{1,5}", port):  # ASCII digits: int() would take "١" and fail on "²"
         body["port"] = int(port)
     else:
-        errors.append(InputError("invalid_request", "The field 'port' must be a number from 1 to 65535."))
-    return employee, address, body, bool(pkcs12_file), shown, errors
+        errors.append(InputError("invalid_request", "The field 'port' must be a number from 1 to 65535.", "port"))
+    return employee, address, body, shown, errors
 
 
 def blank_fields(employee, address, body):
@@ -150,23 +143,11 @@ def form_message(error):
     return QUOTED_FIELD.sub(label, error.message)
 
 
-def field_for(error, pkcs12_used):
-    """The form field an InputError is shown beside ('general' when none fits)."""
-    if error.code == "invalid_request":
-        message = error.message.lower()
-        for name in ("employee", "address"):
-            if f"{name} id" in message:
-                return name
-        match = FIELD_NAME.search(error.message)
-        if match and match.group(1) in ("cert", "key", "pkcs12", "host", "port", "server_hostname",
-                                        "tls_version", "ca_certs"):
-            return match.group(1)
-        return "general"
-    if error.code in ("invalid_key", "wrong_password") and pkcs12_used:
-        return "pkcs12"
-    if error.code == "invalid_target" and "port" in error.message.lower() and "host" not in error.message.lower():
-        return "port"
-    return FIELD_OF_CODE.get(error.code, "general")
+def field_for(error):
+    """The form field an error is shown beside, by the error's `field` ('general' when it has none on the form)."""
+    name = getattr(error, "field", None)  # a store Conflict has none
+    name = SHOWN_BESIDE.get(name, name)
+    return name if name in FORM_ORDER else "general"
 
 
 def request_form(post):
@@ -209,6 +190,6 @@ def next_target_form(post):
     body = {name: text_field(post, name).strip() or None for name in names}
     port = text_field(post, "port").strip()
     if port and not re.fullmatch(r"[0-9]{1,5}", port):  # ASCII digits: int() would take "١" and fail on "²"
-        raise InputError("invalid_request", "The port must be a number from 1 to 65535.")
+        raise InputError("invalid_request", "The port must be a number from 1 to 65535.", "port")
     body["port"] = int(port) if port else None
     return body

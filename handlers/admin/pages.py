@@ -8,20 +8,20 @@ import drafts
 import outbound
 from dyncert.errors import InputError, RemoteError
 from handlers import auth
-from handlers.admin.explain import EXPLANATIONS
+from handlers.admin.explain import explain
 from handlers.admin.forms import (
-    FORM_ORDER, MAX_FORM_BYTES, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
+    FORM_ORDER, blank_fields, field_for, form_message, parse_headers, request_form, text_field,
     upload_form)
 from handlers.admin.present import (
     TLS_VERSIONS, UTC, WARN_DAYS, call_verdict, default_trust, detail_url, last_result, lifecycle_values, matches,
     row, target_query, trusted_by)
 from handlers.api import actor
-from handlers.base import ApiError, PageHandler
+from handlers.base import PageHandler, http_error
 from handlers.calls import METHODS, echo_param, request_params
-from models.body import upload_errors
+from models.body import check_upload
 from models.entities import Conflict, NotFound
 from models.lastcall import last_calls
-from models.lifecycle import stage_next
+from models.lifecycle import check_next, stage_next
 from models.store import (
     delete_identity, get_entity, get_record, list_records, load_identity, load_next, put_identity)
 
@@ -76,43 +76,51 @@ class New(AdminHandler):
         self.show_form(shown, {}, None if staging else existing, staging=staging)
 
     def post(self):
-        self.check_csrf()
-        if (self.request.content_length or 0) > MAX_FORM_BYTES:
-            raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         old_draft = text_field(self.request.POST, "draft")
         staging = text_field(self.request.POST, "stage") == "next"
-        employee, address, body, pkcs12_used, shown, errors = upload_form(self.request.POST, self.settings)
-        # Every field is checked on its own, so one post reports every error at once.
+        owner, slot = self._draft_owner(), "next" if staging else "current"  # what a kept key is bound to
+        employee, address, body, shown, errors = upload_form(self.request.POST, self.settings, owner, slot)
+        # Every field is checked on its own, so one post reports every error at once; the store takes
+        # the validated upload as it is (one key derivation per post).
         messages = blank_fields(employee, address, body)
-        errors += upload_errors(employee, address, body, self.settings)
+        for refusal in [e for e in errors if isinstance(e, drafts.DraftRefused)]:
+            errors.remove(refusal)
+            messages["key"] = refusal.message  # beside the key, rather than "missing": why the kept key is not used
+        upload, found = (check_next if staging else check_upload)(employee, address, body, self.settings)
+        errors += found
         if not errors and not messages:
             try:
                 store = stage_next if staging else put_identity
-                _, created = store(employee, address, body, self.settings, actor=actor(self))
+                _, created = store(employee, address, upload, self.settings, actor=actor(self))
             except (InputError, Conflict) as e:
                 errors.append(e)
         if errors or messages:
             self.response.status_int = 400
             codes = {name: "missing" for name in messages}
             for error in errors:
-                messages.setdefault(field_for(error, pkcs12_used), form_message(error))
-                codes.setdefault(field_for(error, pkcs12_used), error.code)
+                messages.setdefault(field_for(error), form_message(error))
+                codes.setdefault(field_for(error), error.code)
             drafts.forget(old_draft)
-            draft = self._keep_secrets(body, codes)
+            draft = self._keep_secrets(body, codes, drafts.Binding(owner, employee, address, slot))
             return self.show_form(shown, messages, None if staging else self._existing(employee, address), draft,
                                   staging=staging)
         drafts.forget(old_draft)
         saved = "next#rotation" if staging else "created" if created else "replaced"
         self.redirect(detail_url(employee, int(address)) + "?saved=" + saved, code=303)
 
-    def _keep_secrets(self, body, codes):
+    def _draft_owner(self):
+        """Whom a draft is bound to: this sign-in session (its record's id) and principal."""
+        record = auth.current_session(self.request, self.settings)
+        return f"{self.auth_method}:{self.principal}:{record.key.id() if record is not None else '-'}"
+
+    def _keep_secrets(self, body, codes, binding):
         """Seal the credentials for the next post unless they failed; a wrong password alone is dropped."""
         field = "pkcs12" if body.get("pkcs12") else "key"
         if not body.get(field) or codes.get(field) not in (None, "wrong_password"):
             return None
         password = field + "_password"
         kept = {field: body[field], password: None if codes.get(field) else body.get(password)}
-        return drafts.keep(self.settings, kept)
+        return drafts.keep(self.settings, kept, binding)
 
     def show_form(self, shown, errors, replacing, draft=None, staging=False):
         first = next((name for name in FORM_ORDER if name in errors), None)
@@ -156,28 +164,22 @@ class Detail(AdminHandler):
 
     def call(self, employee, address, kind, work, load=load_identity, **form):
         """Run one test call and re-render the page with its result (or failure)."""
-        self.check_csrf()
         stored = load(employee, address, self.settings)  # bad ids, NotFound: error pages
         result = {"kind": kind, "slot": "next" if load is load_next else "current"}
         try:
             result["data"] = work(stored)
             result["verdict"] = call_verdict(kind, result["data"])
-        except RemoteError as e:
-            self.response.status_int = 504 if e.code == "timeout" else 502
-            result["error"] = self.failure(e, stored.ca_certs, self.settings)
-        except InputError as e:
-            self.response.status_int = 400
+        except (RemoteError, InputError) as e:
+            self.response.status_int = http_error(e).status
             result["error"] = self.failure(e, stored.ca_certs, self.settings)
         self.show(employee, address, result=result, **form)
 
     @staticmethod
     def failure(error, ca_certs=None, settings=None):
         """The failure panel: what happened and what to check, naming what this identity trusts."""
-        what, check = EXPLANATIONS.get(error.code, ("The call failed.", "Read the message above."))
-        if error.code == "unknown_ca":
-            own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
-            check = check.format(trusts=trusted_by(own, settings) if settings else "the trusted CAs",
-                                 or_ca_file="" if own else ", or add that CA to CA_FILE for every identity")
+        own = isinstance(ca_certs, bytes)  # stored bundle (PEM bytes); else CA_FILE path or None
+        what, check = explain(error.code, trusted_by(own, settings) if settings else "the trusted CAs", own) or (
+            "The call failed.", "Read the message above.")
         # A more precise check when the library knows it (e.g. internal_error: the client chain's depth).
         return {"code": error.code, "message": error.message, "what": what,
                 "check": getattr(error, "hint", None) or check}
@@ -224,6 +226,5 @@ class Delete(AdminHandler):
         self.render("admin/delete.html", identity=row(get_record(employee, address)))
 
     def post(self, employee, address):
-        self.check_csrf()
-        delete_identity(employee, address, actor=actor(self))
+        delete_identity(employee, address, actor=actor(self), settings=self.settings)
         self.redirect("/admin?" + urllib.parse.urlencode({"deleted": f"{employee}/{int(address)}"}), code=303)

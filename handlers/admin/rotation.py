@@ -4,11 +4,11 @@ import datetime
 
 import outbound
 from dyncert.errors import InputError
-from handlers.admin.forms import MAX_FORM_BYTES, csr_form, file_field, next_target_form, pem_text, text_field
+from handlers.admin.forms import csr_form, file_field, next_target_form, pem_text, text_field
 from handlers.admin.pages import AdminHandler, Detail, Request
 from handlers.admin.present import UTC, detail_url, row, slot_row
 from handlers.api import actor
-from handlers.base import ApiError
+from handlers.base import http_error
 from models.entities import Conflict
 from models.lifecycle import create_csr, get_csr, promote, remove_next, rollback, stage_next
 from models.store import get_record, load_next
@@ -17,7 +17,7 @@ class LifecycleAction(Detail):
     """A lifecycle form on the detail page: a refused change re-renders the page with the reason."""
 
     def refused(self, employee, address, error, **lifecycle):
-        self.response.status_int = 409 if isinstance(error, Conflict) else 400
+        self.response.status_int = http_error(error).status
         self.show(employee, address, lifecycle=dict(lifecycle, error={"code": error.code, "message": error.message}))
 
 
@@ -31,7 +31,6 @@ class GenerateCsr(LifecycleAction):
         self.response.text = csr_pem
 
     def post(self, employee, address):
-        self.check_csrf()
         get_record(employee, address)  # the page exists only for a stored address
         shown, body = csr_form(self.request.POST)
         try:
@@ -45,9 +44,6 @@ class UploadNext(LifecycleAction):
     """POST .../next: the signed certificate for the pending key becomes the next identity."""
 
     def post(self, employee, address):
-        self.check_csrf()
-        if (self.request.content_length or 0) > MAX_FORM_BYTES:
-            raise ApiError(413, "too_large", f"The upload is larger than {MAX_FORM_BYTES // 1024} KiB.")
         cert = text_field(self.request.POST, "cert")
         cert_file = file_field(self.request.POST, "certfile")
         names = ("host", "port", "server_hostname", "tls_version")
@@ -92,17 +88,13 @@ class Confirm(AdminHandler):
                     next=slot_row(entity, entity.next, now), previous=slot_row(entity, entity.previous, now))
 
     def post(self, employee, address):
-        self.check_csrf()
-        who = actor(self)
-        try:
-            if self.action == "promote":
-                promote(employee, address, self.settings, actor=who)
-            elif self.action == "rollback":
-                rollback(employee, address, self.settings, actor=who)
-            else:
-                remove_next(employee, address, self.settings, actor=who)
-        except Conflict as e:
-            raise ApiError(409, e.code, e.message) from None
+        who = actor(self)  # a state that forbids the change: 409 with its code (base.ERROR_TABLE)
+        if self.action == "promote":
+            promote(employee, address, self.settings, actor=who)
+        elif self.action == "rollback":
+            rollback(employee, address, self.settings, actor=who)
+        else:
+            remove_next(employee, address, self.settings, actor=who)
         self.redirect(detail_url(employee, int(address)) + f"?saved={self.action}#rotation", code=303)
 
 

@@ -3,9 +3,9 @@
 import hashlib
 import ssl
 
-import nginx
+from . import nginx
 from dyncert.identity import ClientIdentity
-from tests import peers, pki
+from . import peers, pki
 
 
 class Identity:
@@ -20,13 +20,12 @@ class Identity:
 
 
 class World:
-    """Our PKI (root + client intermediate) and a stranger's; alice and bob under ours, mallory under the stranger."""
+    """The run's PKI (root + client intermediate) and the stranger's; alice and bob under ours, mallory under the stranger."""
 
-    def __init__(self):
-        self.ours, self.stranger = pki.make_pki("ours"), pki.make_pki("stranger")
-        self.server = pki.server_cert(self.ours.root)
-        self.localhost_only = pki.server_cert(self.ours.root, "localhost")
-        self.stranger_server = pki.server_cert(self.stranger.root)
+    def __init__(self, run_pki):
+        self.ours, self.stranger = run_pki.ours, run_pki.stranger
+        self.server, self.localhost_only, self.stranger_server = run_pki.server, run_pki.localhost_only, \
+            run_pki.stranger_server
         self.alice = Identity(pki.client_cert(self.ours.clients_ca, "alice"))
         self.bob = Identity(pki.client_cert(self.ours.clients_ca, "bob"))
         self.mallory = Identity(pki.client_cert(self.stranger.clients_ca, "mallory"))

@@ -7,9 +7,9 @@ import subprocess
 import threading
 import time
 
-from devserver.emulator import free_port
+from .ports import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY = "Ctrl-C stops"
 
 

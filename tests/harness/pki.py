@@ -12,6 +12,7 @@ import ssl
 
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 RSA = trustme.KeyType.RSA
 EC = trustme.KeyType.ECDSA
@@ -129,3 +130,33 @@ def pem_pair(not_before, not_after, name="carol"):
     leaf = trustme.CA().issue_cert(f"{name}@example.com", common_name=name,
                                    not_before=not_before, not_after=not_after)
     return b"".join(p.bytes() for p in leaf.cert_chain_pems).decode(), leaf.private_key_pem.bytes().decode()
+
+
+def sign_csr(ca, csr_pem, days=30):
+    """Issue a certificate for a CSR from a trustme CA (as a partner's CA would); returns the chain PEM."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    assert csr.is_signature_valid
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(ca_cert.subject)
+               .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    for ext in csr.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode() + ca.cert_pem.bytes().decode()
+
+
+class RunPKI:
+    """The run's PKI (one per session): our root with its client intermediate, a stranger's, a server under each.
+
+    Modules issue their own client identities from it (fresh keys per module: no cache shared by accident).
+    """
+
+    def __init__(self):
+        self.ours, self.stranger = make_pki("ours"), make_pki("stranger")
+        self.server = server_cert(self.ours.root)
+        self.localhost_only = server_cert(self.ours.root, "localhost")
+        self.stranger_server = server_cert(self.stranger.root)

@@ -1,29 +1,30 @@
-"""Real TLS servers partners run, each requiring a client certificate and reporting which one it saw.
+"""Real TLS servers partners run, each requiring a client certificate and reporting which one it saw; each defined once.
 
 apache2, haproxy and stunnel4 from Debian; Node.js (`https`, i.e. tls.Server with requestCert and
 rejectUnauthorized) and Java (JSSE, a single-file source run by `java File.java`) where present.
-nginx comes from tests/nginx.py. Each server listens on 127.0.0.1, presents `server` (a
-tests.pki.Credentials with an EC key) and trusts client certificates under `client_ca_pem`.
+nginx comes from tests/harness/nginx.py, openssl s_server from tests/harness/peers.py. Each server listens on
+127.0.0.1, presents `server` (a tests.harness.pki.Credentials with an EC key) and trusts client certificates
+under `client_ca_pem` (tests.harness.process.ServerProcess).
 
 What each reports (the body, or a header, of a GET /):
   apache2  X-Client-Sha1: sha1 of SSL_CLIENT_CERT (the leaf's PEM text, as mod_ssl writes it)
   haproxy  body: ssl_c_sha1 as hex (sha1 of the leaf DER)
   node     body: sha256 of the leaf DER (getPeerCertificate().fingerprint256)
   java     body: sha256 of the leaf DER (SSLSession.getPeerCertificates()[0])
-  stunnel  nothing it could pass on: a line echo behind it proves the tunnel, its log the subject.
+  stunnel  nothing it could pass on: a line echo (or a plain HTTP backend) behind it proves the tunnel,
+           its log the subject.
 """
 
+import http.server
 import os
 import shutil
 import socket
-import subprocess
-import tempfile
 import threading
-import time
 
 from cryptography.hazmat.primitives import serialization
 
-from tests import pki
+from .ports import free_port
+from .process import START_TIMEOUT, ServerProcess  # noqa: F401 - START_TIMEOUT: tests quote it
 
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"
@@ -31,103 +32,6 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel") or "/usr/bin/stunnel4"
 NODE = shutil.which("node")
 JAVA = shutil.which("java")
-START_TIMEOUT = 60  # the Java source launcher compiles first: seconds, on a busy 2-core machine
-
-
-def free_port():
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process in a private directory; subclasses write the config and the command."""
-
-    name = "server"
-    binary = None
-
-    def __init__(self, server, client_ca_pem):
-        self.host = "127.0.0.1"
-        self.dir = tempfile.mkdtemp(prefix=f"interop-{self.name}-")
-        self.cert, self.key = pki.write_files(self.dir, server)
-        self.client_ca = pki.write_pem(self.dir, "client-ca.pem", client_ca_pem)
-        self.log_path = os.path.join(self.dir, "server.log")
-        self.port = None
-        self.process = None
-
-    @classmethod
-    def available(cls):
-        """None when the binary is there, else the reason to skip."""
-        if cls.binary and os.path.exists(cls.binary):
-            return None
-        return f"{cls.name}: not installed"
-
-    def command(self):
-        raise NotImplementedError
-
-    def start(self):
-        """Launch without waiting (servers start side by side); `ready()` waits."""
-        self.started = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), cwd=self.dir, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def ready(self):
-        """Wait until the port accepts; RuntimeError with the log if the server died or never listened."""
-        deadline = self.started + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start: {self.log()[-1500:]}")
-            if self.port is None:
-                self.port = self.printed_port()
-            if self.port is not None:
-                with socket.socket() as s:
-                    if s.connect_ex((self.host, self.port)) == 0:
-                        return self
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not listen within {START_TIMEOUT} s: {self.log()[-1500:]}")
-
-    def printed_port(self):
-        """Servers that pick their own port print 'LISTEN <port>'."""
-        for line in self.log().splitlines():
-            if line.startswith("LISTEN "):
-                return int(line.split()[1])
-        return None
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def wait_for_log(self, text, seconds=5):
-        """True once `text` is in the log (a server may write it just after answering)."""
-        deadline = time.monotonic() + seconds
-        while text not in self.log():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def write(self, name, text, mode=0o600):
-        path = os.path.join(self.dir, name)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, mode)
-        return path
 
 
 APACHE_CONF = """
@@ -161,15 +65,22 @@ SSLCertificateKeyFile {key}
 SSLCACertificateFile {client_ca}
 SSLVerifyClient require
 # Apache's default depth (1) refuses a client chain with an intermediate (internal_error alert).
-SSLVerifyDepth 5
+SSLVerifyDepth {verify_depth}
+{protocol}
 Header always set X-Client-Sha1 "expr=%{{sha1:%{{SSL_CLIENT_CERT}}}}"
 Header always set X-Client-Serial "%{{SSL_CLIENT_M_SERIAL}}s"
 """
 
 
-class Apache(Server):
+class Apache(ServerProcess):
+    """Apache httpd with mod_ssl, `SSLVerifyClient require`, the given SSLVerifyDepth and TLS version (None: both)."""
+
     name = "apache2"
     binary = APACHE
+
+    def __init__(self, server, client_ca_pem, verify_depth=5, tls=None):
+        super().__init__(server, client_ca_pem)
+        self.verify_depth, self.tls = verify_depth, tls
 
     def command(self):
         self.port = free_port()
@@ -186,7 +97,9 @@ class Apache(Server):
             os.chmod(os.path.join(htdocs, "index.html"), 0o644)
         conf = self.write("httpd.conf", APACHE_CONF.format(dir=self.dir, port=self.port, modules=APACHE_MODULES,
                                                            cert=self.cert, key=self.key, client_ca=self.client_ca,
-                                                           user=user), 0o644)
+                                                           user=user, verify_depth=self.verify_depth,
+                                                           protocol=f"SSLProtocol -all +TLSv{self.tls}"
+                                                           if self.tls else ""), 0o644)
         return [APACHE, "-f", conf, "-DFOREGROUND"]
 
 
@@ -204,7 +117,7 @@ frontend mtls
 """
 
 
-class HAProxy(Server):
+class HAProxy(ServerProcess):
     name = "haproxy"
     binary = HAPROXY
 
@@ -234,6 +147,7 @@ key = {key}
 CAfile = {client_ca}
 verifyChain = yes
 requireCert = yes
+{versions}
 """
 
 
@@ -274,20 +188,60 @@ class LineEcho:
         self.listener.close()
 
 
-class Stunnel(Server):
+class PlainHTTP:
+    """A plain HTTP backend on loopback (behind stunnel): answers 200 'plain backend saw <path>'."""
+
+    class _Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            body = f"plain backend saw {self.path}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    def __init__(self):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Stunnel(ServerProcess):
+    """stunnel4 (verifyChain, requireCert) in front of a backend in this process: `backend` 'echo' or 'http'."""
+
     name = "stunnel4"
     binary = STUNNEL
 
+    def __init__(self, server, client_ca_pem, tls=None, backend="echo"):
+        super().__init__(server, client_ca_pem)
+        self.tls, self.backend_kind, self.backend = tls, backend, None
+
     def command(self):
         self.port = free_port()
-        self.backend = LineEcho()
+        self.backend = {"echo": LineEcho, "http": PlainHTTP}[self.backend_kind]()
+        versions = f"sslVersionMin = TLSv{self.tls}\nsslVersionMax = TLSv{self.tls}" if self.tls else ""
         conf = self.write("stunnel.conf", STUNNEL_CONF.format(dir=self.dir, port=self.port, backend=self.backend.port,
-                                                             cert=self.cert, key=self.key, client_ca=self.client_ca))
+                                                             cert=self.cert, key=self.key, client_ca=self.client_ca,
+                                                             versions=versions))
         return [STUNNEL, conf]
 
     def stop(self):
         super().stop()
-        self.backend.close()
+        if self.backend is not None:
+            self.backend.close()
 
 
 NODE_SERVER = r"""
@@ -305,7 +259,7 @@ server.listen(0, '127.0.0.1', () => console.log('LISTEN ' + server.address().por
 """
 
 
-class Node(Server):
+class Node(ServerProcess):
     name = "node"
     binary = NODE
 
@@ -379,7 +333,7 @@ public class WhoAmI {
 """
 
 
-class Java(Server):
+class Java(ServerProcess):
     name = "java"
     binary = JAVA
 

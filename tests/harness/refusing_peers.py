@@ -1,6 +1,6 @@
 """Real servers configured to refuse a client certificate at the HTTP layer, after a completed handshake.
 
-nginx from tests/nginx.py, apache2 and haproxy from tests/interop_servers.py, each with its config
+nginx from tests/harness/nginx.py, apache2 and haproxy from tests/harness/servers.py, each with its config
 rewritten (see tests/test_http_refusals.py for what each one answers).
 """
 
@@ -8,25 +8,23 @@ import contextlib
 
 import pytest
 
-import nginx
-from tests import interop_servers
+from tests.harness import nginx
+from tests.harness import servers
 
 
 @contextlib.contextmanager
 def nginx_peer(server, client_ca_pem, verify="on", location="", inside=""):
-    """nginx (tests/nginx.py) with `ssl_verify_client verify`, extra server-level `location` blocks, and
+    """nginx (tests/harness/nginx.py) with `ssl_verify_client verify`, extra server-level `location` blocks, and
     `inside` at the top of `location /`; /plain-400 and /plain-403 answer with nothing about certificates."""
     if not nginx.available():
         pytest.skip(f"nginx: not installed at {nginx.NGINX}")
-    peer = nginx.NginxPeer(server, client_ca_pem)
-    conf = f"{peer.dir}/nginx.conf"
-    with open(conf) as f:
-        text = f.read().replace("ssl_verify_client on;", f"ssl_verify_client {verify};")
-    text = text.replace("    location / {", location + "    location = /plain-400 { return 400 'bad input'; }\n"
-                        "    location = /plain-403 { return 403 'not for you'; }\n"
-                        "    location / {" + inside)
-    with open(conf, "w") as f:
-        f.write(text)
+    def rewrite(text):
+        text = text.replace("ssl_verify_client on;", f"ssl_verify_client {verify};")
+        return text.replace("    location / {", location + "    location = /plain-400 { return 400 'bad input'; }\n"
+                            "    location = /plain-403 { return 403 'not for you'; }\n"
+                            "    location / {" + inside)
+
+    peer = nginx.NginxPeer(server, client_ca_pem, rewrite=rewrite)
     with peer:
         yield peer
 
@@ -72,19 +70,19 @@ def running(cls, server_creds, client_ca_pem):
         server.stop()
 
 
-class ApachePerLocation(_Rewritten, interop_servers.Apache):
+class ApachePerLocation(_Rewritten, servers.Apache):
     """SSLVerifyClient require for a <Location> only: TLS 1.3 asks for the certificate after the handshake."""
     replacements = (("SSLVerifyClient require", "SSLVerifyClient none\n<Location />\n  SSLVerifyClient require\n"
                                                 "</Location>"),)
 
 
-class ApacheOptionalNoCa(_Rewritten, interop_servers.Apache):
+class ApacheOptionalNoCa(_Rewritten, servers.Apache):
     """optional_no_ca and a Require on the verification: Apache's own 403 page, the same as for any other rule."""
     replacements = (("SSLVerifyClient require", "SSLVerifyClient optional_no_ca\n<Location />\n"
                                                 "  Require expr %{SSL_CLIENT_VERIFY} == 'SUCCESS'\n</Location>"),)
 
 
-class ApacheOptionalSaysSo(_Rewritten, interop_servers.Apache):
+class ApacheOptionalSaysSo(_Rewritten, servers.Apache):
     """The same, told to say why (README: how to make Apache's refusal recognisable)."""
     replacements = (("SSLVerifyClient require", "SSLVerifyClient optional_no_ca\n<Location />\n"
                                                 "  <If \"%{SSL_CLIENT_VERIFY} != 'SUCCESS'\">\n"
@@ -92,7 +90,7 @@ class ApacheOptionalSaysSo(_Rewritten, interop_servers.Apache):
                                                 "    Require all denied\n  </If>\n</Location>"),)
 
 
-class ApacheOptional(_Rewritten, interop_servers.Apache):
+class ApacheOptional(_Rewritten, servers.Apache):
     """SSLVerifyClient optional: a certificate that is presented must verify (in the handshake)."""
     replacements = (("SSLVerifyClient require", "SSLVerifyClient optional\n<Location />\n"
                                                 "  Require expr %{SSL_CLIENT_VERIFY} == 'SUCCESS'\n</Location>"),)
@@ -101,27 +99,27 @@ class ApacheOptional(_Rewritten, interop_servers.Apache):
 HAPROXY_ANSWER = "  http-request return status 200"
 
 
-class HAProxyOptional(_Rewritten, interop_servers.HAProxy):
+class HAProxyOptional(_Rewritten, servers.HAProxy):
     """verify optional + deny unless verified: a presented certificate must still verify (in the handshake)."""
     replacements = (("verify required", "verify optional"),
                     (HAPROXY_ANSWER, "  http-request deny if !{ ssl_c_verify 0 }\n" + HAPROXY_ANSWER))
 
 
-class HAProxyIgnoring(_Rewritten, interop_servers.HAProxy):
+class HAProxyIgnoring(_Rewritten, servers.HAProxy):
     """verify optional with the errors ignored: the deny is HAProxy's generic 403, nothing about certificates."""
     replacements = (("verify required", "verify optional crt-ignore-err all ca-ignore-err all"),
                     (HAPROXY_ANSWER, "  http-request deny if !{ ssl_c_used } || !{ ssl_c_verify 0 }\n"
                      + HAPROXY_ANSWER))
 
 
-class HAProxy495(_Rewritten, interop_servers.HAProxy):
+class HAProxy495(_Rewritten, servers.HAProxy):
     """The same, answering 495 (README: `deny_status 495` is refused by HAProxy 2.6; `return status 495` works)."""
     replacements = (("verify required", "verify optional crt-ignore-err all ca-ignore-err all"),
                     (HAPROXY_ANSWER, "  http-request return status 495 content-type text/plain string "
                      "\"client certificate refused\" if !{ ssl_c_used } || !{ ssl_c_verify 0 }\n" + HAPROXY_ANSWER))
 
 
-class HAProxySaysSo(_Rewritten, interop_servers.HAProxy):
+class HAProxySaysSo(_Rewritten, servers.HAProxy):
     """A deny whose body names the client certificate (HAProxy 2.2+: deny with a string)."""
     replacements = (("verify required", "verify optional crt-ignore-err all ca-ignore-err all"),
                     (HAPROXY_ANSWER, "  http-request deny deny_status 403 content-type text/plain string "

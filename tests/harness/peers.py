@@ -5,23 +5,17 @@ Both are context managers listening on a free 127.0.0.1 port (`.host`, `.port`).
 
 import hashlib
 import json
-import os
-import select
-import shutil
+import signal
 import socket
-import ssl
 import struct
-import subprocess
-import tempfile
-import threading
-import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
 from cryptography import x509
 from dyncert.identity import display_name
 
-from tests import pki
+from .loopback import LoopbackTLSServer
+from .process import ServerProcess
 
 MAX_LINE = 64 * 1024
 MODES = ("https", "echo", "reset", "silent", "garbage")
@@ -70,10 +64,10 @@ class _WhoAmI(BaseHTTPRequestHandler):
         pass
 
 
-class PythonTLSPeer:
+class PythonTLSPeer(LoopbackTLSServer):
     """Threaded loopback ssl server.
 
-    server: tests.pki.Credentials presented by the peer (not needed for reset/silent/garbage).
+    server: tests.harness.pki.Credentials presented by the peer (not needed for reset/silent/garbage).
     client_ca_pem: when given, a client certificate under it is required (CERT_REQUIRED).
     mode: 'https' (JSON who-am-i), 'echo' (line echo), 'reset' (RST after the ClientHello),
           'silent' (accepts TCP, never answers), 'garbage' (answers with non-TLS bytes).
@@ -83,77 +77,29 @@ class PythonTLSPeer:
     def __init__(self, server=None, client_ca_pem=None, mode="https", min_version=None, max_version=None,
                  num_tickets=None, host="127.0.0.1"):
         assert mode in MODES, mode
-        self.mode, self.host = mode, host
-        self.context = None
-        if mode in ("https", "echo"):
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            server.leaf.configure_cert(ctx)
-            if client_ca_pem is not None:
-                ctx.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            if min_version is not None:
-                ctx.minimum_version = min_version
-            if max_version is not None:
-                ctx.maximum_version = max_version
-            if num_tickets is not None:
-                ctx.num_tickets = num_tickets
-            self.context = ctx
+        self.mode = mode
+        tls = mode in ("https", "echo")
+        super().__init__(server if tls else None, [client_ca_pem] if tls and client_ca_pem is not None else (),
+                         threaded=True, host=host, min_version=min_version, max_version=max_version,
+                         num_tickets=num_tickets)
         self.client_cert_seen = None   # the last client certificate presented: {'subject', 'fingerprint_sha256'}
         self.errors = []               # handshake/server errors, as strings
-        self.accepted = 0
-        self._conns, self._lock = [], threading.Lock()
-        self._stop = threading.Event()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, 0))
-        self._listener.listen(16)
-        self.port = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
-    # -- lifecycle --
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._listener.close()
-        with self._lock:
-            for conn in self._conns:
-                try:
-                    conn.close()
-                except OSError:
-                    pass
-
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._listener], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            with self._lock:
-                self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    @property
+    def accepted(self):
+        """TCP connections accepted so far."""
+        return self.connections
 
     # -- per connection --
 
-    def _serve(self, conn):
+    def serve(self, conn):
         try:
             getattr(self, "_serve_" + self.mode)(conn)
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
             self.errors.append(f"{type(e).__name__}: {e}")
 
     def _handshake(self, conn):
-        tls = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-        with self._lock:
-            self._conns.append(tls)
+        tls = self.track(self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False))
         tls.settimeout(30)
         tls.do_handshake()
         seen = describe_peer_cert(tls)
@@ -182,7 +128,7 @@ class PythonTLSPeer:
         conn.close()
 
     def _serve_silent(self, conn):
-        self._stop.wait()
+        self.stop.wait()
 
     def _serve_garbage(self, conn):
         conn.recv(4096)
@@ -190,65 +136,34 @@ class PythonTLSPeer:
         conn.close()
 
 
-class OpenSSLServer:
+class OpenSSLServer(ServerProcess):
     """`openssl s_server` on 127.0.0.1 (port picked by the OS) requiring a client certificate.
 
     mode: 'www' (answers GET with a status page) or 'rev' (sends each line back reversed).
     tls: None (1.2 or 1.3), '1.2' or '1.3'. client_ca_pem None: no client certificate requested.
     """
 
+    name = "s_server"
+    stop_signal = signal.SIGKILL
+
     def __init__(self, server, client_ca_pem=None, mode="www", tls=None, num_tickets=None):
-        self.host = "127.0.0.1"
-        self.port = None
-        self._dir = tempfile.mkdtemp(prefix="peer-")
-        cert, key = pki.write_files(self._dir, server)
-        self.args = ["openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key,
+        super().__init__(server, client_ca_pem)
+        self.args = ["openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", self.cert, "-key", self.key,
                      "-" + mode]
-        if client_ca_pem is not None:
-            ca = pki.write_pem(self._dir, "client-ca.pem", client_ca_pem)
+        if self.client_ca is not None:
             # -Verify: a client certificate is required; depth 5 admits intermediates.
-            self.args += ["-CAfile", ca, "-Verify", "5", "-verify_return_error"]
+            self.args += ["-CAfile", self.client_ca, "-Verify", "5", "-verify_return_error"]
         if tls is not None:
             self.args.append({"1.2": "-tls1_2", "1.3": "-tls1_3"}[tls])
         if num_tickets is not None:
             self.args += ["-num_tickets", str(num_tickets)]
-        self.log_path = os.path.join(self._dir, "s_server.log")
-        self._proc = None
 
-    def __enter__(self):
-        with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while self.port is None:  # s_server prints "ACCEPT 127.0.0.1:PORT" once it listens
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"openssl s_server did not start: {self.log()}")
-            for line in self.log().splitlines():
-                if line.startswith("ACCEPT "):
-                    self.port = int(line.rsplit(":", 1)[1])
-            time.sleep(0.02)
-        socket.create_connection((self.host, self.port), timeout=5).close()  # really accepting
-        return self
+    def command(self):
+        return self.args
 
-    def __exit__(self, *exc):
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def log(self):
-        """What s_server printed so far."""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-
-def refused_port():
-    """A loopback port with nothing listening (bound then closed)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    def printed_port(self):
+        """s_server prints "ACCEPT 127.0.0.1:PORT" once it listens."""
+        for line in self.log().splitlines():
+            if line.startswith("ACCEPT "):
+                return int(line.rsplit(":", 1)[1])
+        return None

@@ -1,10 +1,14 @@
 """A STAND-IN for Cloud KMS: a loopback gRPC server of the KeyManagementService methods dyncert uses.
 
+Used by the tests and by `make run` (`python -m devserver.kms_standin --port P`), never deployed.
+
 Not Cloud KMS: software keys in this process, no IAM, no HSM. The real google-cloud-kms client talks
 to it over an insecure loopback channel, so CloudKmsSigner runs its real request and response path
 (proto messages, CRC32C fields, status codes). Methods: GetPublicKey, AsymmetricSign, CreateCryptoKey,
 GetCryptoKeyVersion, DestroyCryptoKeyVersion. `corrupt` makes it misbehave on request, to prove the
-integrity checks; `delay` makes each signature wait, as a KMS round trip does.
+integrity checks; `delay` makes each signature wait, as a KMS round trip does; `sign_error` makes
+AsymmetricSign fail with a status; `forbidden` names answer PERMISSION_DENIED (no IAM here otherwise);
+`destroyed` records every DestroyCryptoKeyVersion accepted.
 """
 
 import dataclasses
@@ -71,7 +75,7 @@ class Version:
 class KmsStandIn:
     """The stand-in server; `client()` gives a real KeyManagementServiceClient bound to it."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.versions = {}
         self.crypto_keys = {}
         self.corrupt = set()      # names from CORRUPTIONS
@@ -80,6 +84,9 @@ class KmsStandIn:
         self.sign_requests = []   # every AsymmetricSignRequest received, in order
         self.signatures = 0
         self.public_key_requests = 0
+        self.sign_error = None    # a grpc.StatusCode: AsymmetricSign fails with it
+        self.forbidden = set()    # key version names the caller may not use: PERMISSION_DENIED
+        self.destroyed = []       # names of the key versions scheduled for destruction, in order
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         handlers = {
@@ -96,7 +103,7 @@ class KmsStandIn:
                 self._guarded(handler), request_deserializer=request.deserialize,
                 response_serializer=response.serialize)
             for method, (handler, request, response) in handlers.items()})])
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
         self._channels = []
 
     def start(self):
@@ -145,7 +152,16 @@ class KmsStandIn:
                 context.abort(abort.code, abort.message)
         return call
 
+    def add_symmetric_key(self, key_ring="projects/p/locations/global/keyRings/standin", crypto_key="symmetric"):
+        """A GOOGLE_SYMMETRIC_ENCRYPTION key version (no public key, cannot sign); returns its name."""
+        name = f"{key_ring}/cryptoKeys/{crypto_key}/cryptoKeyVersions/1"
+        with self._lock:
+            self.versions[name] = Version(name, Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION, None)
+        return name
+
     def _version(self, name):
+        if name in self.forbidden:
+            raise _Abort(grpc.StatusCode.PERMISSION_DENIED, f"Permission denied on resource {name}.")
         version = self.versions.get(name)
         if version is None:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"{name} not found.")
@@ -156,6 +172,8 @@ class KmsStandIn:
         version = self._version(request.name)
         if version.state != State.ENABLED:
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{request.name} is not enabled.")
+        if version.private_key is None:
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{request.name} is not an asymmetric key.")
         pem = version.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
         pem_crc = crc32c(pem.encode())
@@ -169,6 +187,8 @@ class KmsStandIn:
         version = self._version(request.name)
         if version.state != State.ENABLED:
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{request.name} is not enabled.")
+        if self.sign_error is not None:
+            raise _Abort(self.sign_error, "The stand-in was told to fail AsymmetricSign.")
         if self.delay:
             time.sleep(self.delay)
         if self.hang is not None:
@@ -242,6 +262,7 @@ class KmsStandIn:
         if version.state in (State.DESTROY_SCHEDULED, State.DESTROYED):
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{request.name} is already {State(version.state).name}.")
         version.state = State.DESTROY_SCHEDULED
+        self.destroyed.append(version.name)
         return self._as_message(version)
 
     @staticmethod
@@ -254,3 +275,25 @@ class _Abort(Exception):
     def __init__(self, code, message):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+def main(argv=None):
+    """Serve the stand-in on 127.0.0.1:PORT until terminated (`make run`)."""
+    import argparse
+    import signal
+    parser = argparse.ArgumentParser(prog="python -m devserver.kms_standin", description=main.__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    server = KmsStandIn(args.port).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"KMS stand-in (software keys, not Cloud KMS) on 127.0.0.1:{server.port}", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
