@@ -17,6 +17,8 @@ from dyncert import compat
 from tests.harness import peers, pki
 from tests.test_compat import Record, seed, talk, world  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.interp  # seed compatibility, on every interpreter (3.12 without memfd_create)
+
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
