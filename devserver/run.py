@@ -25,19 +25,41 @@ LOCAL = os.environ.get("LOCAL_DIR") or os.path.join(ROOT, "local")
 RUN_ID_HEADER = "X-Dyncert-Run"  # /healthz echoes DYNCERT_RUN_ID here: proof the listener is our app
 
 
+# Ports a suggestion must avoid though free now: the README's emulator (8081) and the demo peers' defaults.
+RESERVED_PORTS = frozenset({8081, 8443, 8444, 8445, 8446})
+
+
 class PortTaken(RuntimeError):
     """Another program listens on the app's port."""
 
     def __init__(self, port):
         super().__init__(
             f"Port {port} is already in use by another program, so the app cannot listen there.\n"
-            f"Stop that program, or choose another port: PORT={port + 1} make run")
+            f"Stop that program, or choose another port: PORT={suggest_port(port)} make run")
 
 
 def port_free(port):
     """True when nothing listens on 127.0.0.1:port."""
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def can_bind(port):
+    """True when the app could listen on 127.0.0.1:port now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def suggest_port(taken):
+    """A free port to offer instead of `taken`: the next free multiple of ten above it (8090 for 8080), else any."""
+    for port in range(taken - taken % 10 + 10, min(taken + 200, 65536), 10):
+        if port not in RESERVED_PORTS and can_bind(port):
+            return port
+    return free_port()
 
 
 def pick_port(env_name, preferred):
@@ -240,8 +262,10 @@ def main():
         peer = stack.spawn("demo-peer", [sys.executable, "-m", "devserver.demo_peer", "--pki", pki_dir,
                                          "--https-port", str(https_port), "--echo-port", str(echo_port),
                                          "--open-port", str(open_port)], env)
+        # No control socket: gunicorn 27 would put one in ~/.gunicorn/, shared by every run of this user.
         app = stack.spawn("app", [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}",
-                                  "--threads", "8", "--access-logfile", "-", "main:app"], env)
+                                  "--threads", "8", "--access-logfile", "-", "--no-control-socket",
+                                  "main:app"], env)
         wait_until_listening(https_port, peer, "The demo peer")
         wait_until_listening(kms_port, standin, "The KMS stand-in")
         wait_until_listening(port, app, "The app")

@@ -15,10 +15,23 @@ same code runs on Python 3, the key reaching OpenSSL without plaintext on disk:
                                cert_reqs=ssl.CERT_REQUIRED, ca_certs=CA_FILE)
     dyncert.match_hostname(sock.getpeercert(), 'a.hostname.com')
 
+What `wrap_socket` raises: what the handshake finds stays a plain `ssl` error, as Python 2.7's
+`ssl.wrap_socket` raised it (seed code's `except ssl.SSLError` keeps working); what dyncert checks
+before the handshake is a `DyncertError` with a stable code (also a ValueError):
+
+    wrong CA (the server's chain is not under ca_certs): ssl.SSLCertVerificationError
+    wrong hostname, server_hostname= given: ssl.SSLCertVerificationError (verify_code 62)
+    wrong hostname, found by match_hostname(): dyncert.CertificateError (ssl.CertificateError and DyncertError)
+    the peer refuses our certificate: ssl.SSLError (over TLS 1.3 on the first read, not in wrap_socket)
+    the connection reset, closed or timed out: OSError (ConnectionResetError, ssl.SSLEOFError, TimeoutError)
+    bad key, certificate, ca_certs or ssl_version: dyncert.InputError (DyncertError; key_mismatch, invalid_key...)
+    server_side=True: NotImplementedError
+
 The modern API: `ClientIdentity.from_pem(...)` validates credentials, `cached_client_context(...)`
 gives a verifying SSLContext (cached by content), and `calls` runs a handshake, an HTTPS request
 or a raw echo and reports what happened (`compat_echo`: the echo through the seed-style
-`wrap_socket` and `match_hostname` above). Every failure is a `DyncertError` with a stable code.
+`wrap_socket` and `match_hostname` above). Every failure of the modern API is a `DyncertError` with a
+stable code.
 """
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from dyncert import der
 from dyncert.errors import InputError, SignerError
-from dyncert.identity import key_type as key_type_label
+from dyncert.identity import display_name, key_type as key_type_label
 from dyncert.signers.base import SCHEMES, signer_schemes
 
 DEFAULT_KEY_TYPE = "EC-P256"  # fast, small, and accepted by every TLS 1.2+ server
@@ -192,7 +192,7 @@ def new_key_and_csr(key_type: object = None, subject: object = None, san: object
                                 serialization.NoEncryption())
     return PendingKey(key_pem, csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
                       key_type_label(key.public_key()), public_key_sha256(key.public_key()),
-                      name.rfc4514_string(), shown)
+                      display_name(name), shown)  # `openssl x509 -subject` order, as every subject shown
 
 
 
@@ -280,7 +280,7 @@ def signer_csr(signer: object, subject: object = None, san: object = None) -> "S
     if not valid:
         raise SignerError(f"The signer's signature of the CSR does not verify with its public key ({scheme}).")
     return SignerCsr(der.pem(b"CERTIFICATE REQUEST", request).decode("ascii"), key_type_label(public_key),
-                     public_key_sha256(public_key), name.rfc4514_string(), shown)
+                     public_key_sha256(public_key), display_name(name), shown)  # openssl order, as above
 
 
 class SignerCsr:

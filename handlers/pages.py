@@ -6,7 +6,7 @@ import urllib.parse
 
 from handlers import auth
 from handlers.base import BaseHandler, PageHandler
-from handlers.status import status_facts
+from handlers.status import deployed_runtime, status_facts
 
 # `make run` sets a random id per run and checks it on /healthz: proof the port is its own app.
 RUN_ID = os.environ.get("DYNCERT_RUN_ID", "")
@@ -30,7 +30,7 @@ class Home(PageHandler):
     public = True
 
     def get(self):
-        self.render("home.html", facts=status_facts(self.settings))
+        self.render("home.html", facts=status_facts(self.settings), runtime=deployed_runtime())
 
 
 # A path of this app: "/" then URL characters, never "//" or "/\\" (a browser reads those as a host).

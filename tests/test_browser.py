@@ -172,7 +172,7 @@ def test_make_run_demo_test_connection_in_the_browser(browser, tmp_path):
 
         page.goto("/admin")
         rows = page.locator("tr.identity")
-        assert rows.count() == 3
+        assert rows.count() == 4  # the seeded asalieri/1, /2, /3 (its key in the KMS stand-in) and newcomer/1
         assert "ok" in page.inner_text("#identity-newcomer-1 td.last")
         for i in range(rows.count()):  # at 1280 px, host:port stays on one line (issue 13, bug 9)
             box = rows.nth(i).locator("td.target code").bounding_box()

@@ -59,3 +59,16 @@ def test_a_bad_subject_is_refused_before_a_key_is_generated(monkeypatch):
             csr.new_key_and_csr("EC-P256", subject, None)
     with pytest.raises(InputError):
         csr.new_key_and_csr("EC-P256", {"CN": "x"}, {"dns": ["bad name"]})
+
+
+def test_subjects_of_both_csr_paths_are_in_openssl_order():
+    """A key made here and a signer's key (KMS, HSM) report the subject as `openssl x509 -subject` does."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from dyncert import csr as csr_module
+    from dyncert.signers import LocalSigner
+
+    subject = {"CN": "asalieri", "O": "Salieri & Co", "C": "AT"}
+    made = csr_module.new_key_and_csr(subject=subject)
+    signed = csr_module.signer_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())), subject=subject)
+    assert made.subject == signed.subject == "C=AT, O=Salieri & Co, CN=asalieri"

@@ -1,6 +1,8 @@
 """`make run` when PORT is taken by another program, its own-app check, and the kept admin token."""
 
 import os
+import re
+import socket
 import stat
 import subprocess
 import sys
@@ -56,7 +58,9 @@ def test_make_run_refuses_a_port_taken_by_another_server(foreign, tmp_path):
     result = subprocess.run(["make", "-s", "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert f"Port {port} is already in use" in output and f"PORT={port + 1} make run" in output
+    assert f"Port {port} is already in use" in output
+    suggested = int(re.search(r"PORT=(\d+) make run", output).group(1))
+    assert suggested != port and run.can_bind(suggested)  # a port the user can really take
     assert "Traceback" not in output
     assert not [s for s in foreign.seen if s[0] != "GET" or "Authorization" in s[2]], foreign.seen
     assert "a-token-of-twenty-chars" not in output
@@ -99,3 +103,17 @@ def test_admin_token_from_the_environment_wins_and_writes_nothing(tmp_path):
     assert run.admin_token(str(tmp_path), {"ADMIN_TOKEN": "chosen-token-0123456789"}) == (
         "chosen-token-0123456789", "ADMIN_TOKEN")
     assert not (tmp_path / "admin-token").exists()
+
+
+def test_suggested_port_is_free_and_not_the_emulators(foreign):
+    """8080 taken: not 8081 (the README's emulator); a taken candidate is skipped; a free one is offered."""
+    assert run.suggest_port(8080) not in run.RESERVED_PORTS
+    taken = foreign.server_address[1]
+    with socket.socket() as blocker:  # the first candidate (next multiple of ten) taken as well
+        first = taken - taken % 10 + 10
+        if run.can_bind(first):
+            blocker.bind(("127.0.0.1", first))
+            blocker.listen()
+        suggested = run.suggest_port(taken)
+        assert suggested not in (taken, first) and run.can_bind(suggested)
+    assert not run.can_bind(taken)  # the twin: a taken port is seen as taken

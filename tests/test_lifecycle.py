@@ -79,6 +79,7 @@ def test_csr_is_returned_and_kept_pending_without_the_key(admin):
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://example.com/asalieri"]
     pending = made["pending"]
     assert pending["key_type"] == "EC P-256" and len(pending["public_key_sha256"]) == 64
+    assert pending["subject"] == "C=AT, O=Salieri & Co, CN=asalieri"  # `openssl x509 -subject` order, as every subject
     assert "PRIVATE KEY" not in json.dumps(made)
     assert admin.get(URL + "/csr").json == made  # GET returns the same CSR again
     admin.get(URL, status=404)  # a pending key alone is not an identity calls could use

@@ -37,7 +37,8 @@ def test_rotation_in_the_browser(page, live_server):  # noqa: F811
         page.goto(DETAIL)
         assert "Nothing staged" in page.inner_text("#slot-next")
 
-        # A typo first: the error is shown and the typed values stay.
+        # A typo first: the error is shown and the typed values stay (the form is folded behind its button).
+        page.click("#show-csr-form")
         page.select_option("#key_type", "EC-P384")
         page.fill("#csr-cn", "asalieri-2027")
         page.fill("#csr-o", "dyncert test")

@@ -12,6 +12,8 @@ from models.views import identity_view, pending_summary, public_view, rfc3339
 UTC = datetime.timezone.utc
 WARN_DAYS = 30  # an identity this close to expiry is flagged on the list
 TLS_VERSIONS = (("TLS", "TLS 1.2 or 1.3 (default)"), ("TLSv1_2", "TLS 1.2 only"), ("TLSv1_3", "TLS 1.3 only"))
+# The stored setting in words ("TLS" alone read as "TLS version: TLS").
+TLS_LABELS = {"TLS": "TLS 1.2 or 1.3", "TLSv1_2": "TLS 1.2 only", "TLSv1_3": "TLS 1.3 only"}
 
 
 def default_trust(settings):
@@ -65,6 +67,7 @@ def row(entity, now=None):
     view["holds"] = None if current else holdings(entity)
     view["shown"] = shown_slot(entity)
     view["url"] = detail_url(view["employee"], view["address"])
+    view["tls_label"] = TLS_LABELS.get(view["tls_version"] or "TLS", view["tls_version"])
     return view
 
 
@@ -163,6 +166,7 @@ def lifecycle_values(entity, lifecycle):
             "csr_form": lifecycle.get("csr_form") or {"key_type": csr.DEFAULT_KEY_TYPE, "CN": common_name(
                 entity.subject or (entity.next and entity.next.subject) or (pending and pending.subject))},
             "lifecycle_error": lifecycle.get("error"), "lifecycle_saved": lifecycle.get("saved"),
+            "csr_open": "csr_form" in lifecycle,  # the folded CSR form opens again to show its error
             "next_form": lifecycle.get("next_form") or {}}
 
 

@@ -25,7 +25,7 @@ class Gunicorn:
 
     def __enter__(self):
         args = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{self.port}", "--workers", "1",
-                "--threads", str(self.threads), *self.extra_args, "main:app"]
+                "--threads", str(self.threads), "--no-control-socket", *self.extra_args, "main:app"]  # not in $HOME
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT)

@@ -27,7 +27,7 @@ class AppInstance:
         self.port = free_port()
         self.log_path = log_path
         args = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{self.port}", "--threads", str(threads),
-                "--log-level", "warning", "--graceful-timeout", "5", "main:app"]
+                "--log-level", "warning", "--graceful-timeout", "5", "--no-control-socket", "main:app"]  # not in $HOME
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=log)

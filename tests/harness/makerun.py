@@ -16,13 +16,14 @@ READY = "Ctrl-C stops"
 class MakeRun:
     """`make -s run` with its own ports, token and state folder; `output()` is what it printed."""
 
-    def __init__(self, local_dir, token):
+    def __init__(self, local_dir, token, **environ):
         self.port, self.peer, self.echo, self.token = free_port(), free_port(), free_port(), token
         self.open = free_port()
         env = dict(os.environ, PORT=str(self.port), DEMO_PEER_PORT=str(self.peer), DEMO_ECHO_PORT=str(self.echo),
                    DEMO_OPEN_PORT=str(self.open), ADMIN_TOKEN=token, LOCAL_DIR=str(local_dir))
         for name in ("DATASTORE_EMULATOR_HOST", "DATASTORE_PROJECT_ID", "GOOGLE_CLOUD_PROJECT"):
             env.pop(name, None)  # make run starts its own emulator
+        env.update(environ)
         self.process = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         self.lines = []
@@ -50,9 +51,9 @@ class MakeRun:
 
 
 @contextlib.contextmanager
-def make_run(local_dir, token):
-    """A ready `make run`, stopped on exit."""
-    run = MakeRun(local_dir, token)
+def make_run(local_dir, token, **environ):
+    """A ready `make run` (with `environ` added to its environment), stopped on exit."""
+    run = MakeRun(local_dir, token, **environ)
     try:
         run.wait_ready()
         yield run
