@@ -149,6 +149,28 @@ def _unticketed_tls13(sock: ssl.SSLSocket | None, version: str | None) -> bool:
     return session is None or not session.has_ticket
 
 
+def _hung_up(exc: BaseException) -> bool:
+    """True if `exc` (or what it wraps) says the peer went away: a close or a reset, however it surfaced.
+
+    The same hang-up reads differently by timing and interpreter: EOF on a read, a reset or a
+    broken pipe on a write or a read, and on 3.11/3.12 (the errno lost) SSLEOFError for a write
+    after the peer's reset. The verdict must not depend on which of these came.
+    """
+    cause = _root_cause(exc)
+    return isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError,
+                              ssl.SSLZeroReturnError)) or (  # ConnectionResetError covers RemoteDisconnected
+        isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None) == "UNEXPECTED_EOF_WHILE_READING")
+
+
+def _hung_up_in_verdict_wait(sock: ssl.SSLSocket) -> RemoteError:
+    """The verdict on a TLS 1.3 peer that hung up while we waited for it: a refusal, unless a ticket came first."""
+    if _unticketed_tls13(sock, "TLSv1.3"):
+        return RemoteError("connection_reset", f"{_SILENT_CLOSE}.")
+    # The ticket and the close can arrive in one read: the ticket still says it took our certificate.
+    return RemoteError("connection_reset", "The peer closed the connection right after the TLS 1.3 handshake, "
+                       "after a session ticket: it accepted the client certificate, then hung up.")
+
+
 def _queued_alert(sock: ssl.SSLSocket | None) -> ssl.SSLError | None:
     """The peer's alert about our certificate, if one already waits on `sock` (it says why the peer hung up)."""
     if sock is None:
@@ -173,7 +195,7 @@ def after_handshake_error(sock: ssl.SSLSocket | None, exc: BaseException, target
     """
     if deadline is not None and deadline.passed():
         return deadline.error(target, "after the TLS handshake")
-    if isinstance(_root_cause(exc), (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
+    if _hung_up(exc):
         queued = _queued_alert(sock)
         if queued is not None:
             return remote_error(queued, target, "after the TLS handshake")

@@ -11,7 +11,7 @@ from typing import cast
 
 from .. import targets
 from ..errors import RemoteError
-from ._classify import _SILENT_CLOSE, remote_error
+from ._classify import _hung_up, _hung_up_in_verdict_wait, remote_error
 from ._deadline import Deadline, Timeouts
 
 MAX_BODY = 64 * 1024
@@ -142,11 +142,16 @@ def _await_verdict(sock: ssl.SSLSocket, timeout: float,
             select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
             try:
                 data = sock.recv(MAX_BODY)
-                if not data:
-                    raise RemoteError("connection_reset", f"{_SILENT_CLOSE}.")
-                return data, None, True
             except ssl.SSLWantReadError:
                 pass
+            except OSError as e:
+                if not _hung_up(e):
+                    raise  # an alert: remote_error names it
+                raise _hung_up_in_verdict_wait(sock) from e  # a reset says what a close says (3.13 keeps its errno)
+            else:
+                if not data:
+                    raise _hung_up_in_verdict_wait(sock)
+                return data, None, True
             session = sock.session
             if session is not None and session.has_ticket:
                 return b"", session, True

@@ -1,5 +1,6 @@
 """HTTP/1.1 over our own mTLS sockets: request checks, and the urllib3 connection and pool that only frame."""
 
+import errno
 import re
 import ssl
 import sys
@@ -10,7 +11,7 @@ import urllib3
 
 from .. import targets
 from ..errors import InputError, RemoteError
-from ._classify import _SILENT_CLOSE, _queued_alert, _unticketed_tls13
+from ._classify import _SILENT_CLOSE, _hung_up, _queued_alert, _unticketed_tls13
 from ._deadline import _local
 from ._facts import TLSInfo
 
@@ -76,6 +77,8 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
         except (BrokenPipeError, ConnectionResetError):
             raise  # urllib3 goes on to read the response: an alert (or a reply sent before closing) comes there
         except OSError as e:
+            if _hung_up(e):  # the same hang-up as a broken pipe (SSLEOFError: 3.11/3.12 lose a reset's errno)
+                raise BrokenPipeError(errno.EPIPE, f"The peer hung up during our write ({e})") from e
             queued, _ = self._words(reading=False)
             if queued is not None:
                 raise queued from e
@@ -97,8 +100,7 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
         queued, unticketed = self._words()
         if queued is not None:
             raise queued from error
-        hung_up = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)  # RemoteDisconnected is a reset
-        if unticketed and isinstance(error, hung_up):
+        if unticketed and _hung_up(error):
             raise RemoteError("connection_reset", f"{_SILENT_CLOSE}, during the HTTPS request with "
                               f"{self.host}:{self.port}.") from error
 
