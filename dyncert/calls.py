@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import errno
 import functools
 import heapq
 import http.client
@@ -452,11 +453,16 @@ def _await_verdict(sock: ssl.SSLSocket, timeout: float,
             select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
             try:
                 data = sock.recv(MAX_BODY)
-                if not data:
-                    raise RemoteError("connection_reset", f"{_SILENT_CLOSE}.")
-                return data, None, True
             except ssl.SSLWantReadError:
                 pass
+            except OSError as e:
+                if not _hung_up(e):
+                    raise  # an alert: remote_error names it
+                raise _hung_up_in_verdict_wait(sock) from e  # a reset says what a close says (3.13 keeps its errno)
+            else:
+                if not data:
+                    raise _hung_up_in_verdict_wait(sock)
+                return data, None, True
             session = sock.session
             if session is not None and session.has_ticket:
                 return b"", session, True
@@ -625,6 +631,28 @@ def _unticketed_tls13(sock: ssl.SSLSocket | None, version: str | None) -> bool:
     return session is None or not session.has_ticket
 
 
+def _hung_up(exc: BaseException) -> bool:
+    """True if `exc` (or what it wraps) says the peer went away: a close or a reset, however it surfaced.
+
+    The same hang-up reads differently by timing and interpreter: EOF on a read, a reset or a
+    broken pipe on a write or a read, and on 3.11/3.12 (the errno lost) SSLEOFError for a write
+    after the peer's reset. The verdict must not depend on which of these came.
+    """
+    cause = _root_cause(exc)
+    return isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError,
+                              ssl.SSLZeroReturnError)) or (  # ConnectionResetError covers RemoteDisconnected
+        isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None) == "UNEXPECTED_EOF_WHILE_READING")
+
+
+def _hung_up_in_verdict_wait(sock: ssl.SSLSocket) -> RemoteError:
+    """The verdict on a TLS 1.3 peer that hung up while we waited for it: a refusal, unless a ticket came first."""
+    if _unticketed_tls13(sock, "TLSv1.3"):
+        return RemoteError("connection_reset", f"{_SILENT_CLOSE}.")
+    # The ticket and the close can arrive in one read: the ticket still says it took our certificate.
+    return RemoteError("connection_reset", "The peer closed the connection right after the TLS 1.3 handshake, "
+                       "after a session ticket: it accepted the client certificate, then hung up.")
+
+
 def _queued_alert(sock: ssl.SSLSocket | None) -> ssl.SSLError | None:
     """The peer's alert about our certificate, if one already waits on `sock` (it says why the peer hung up)."""
     if sock is None:
@@ -649,7 +677,7 @@ def after_handshake_error(sock: ssl.SSLSocket | None, exc: BaseException, target
     """
     if deadline is not None and deadline.passed():
         return deadline.error(target, "after the TLS handshake")
-    if isinstance(_root_cause(exc), (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
+    if _hung_up(exc):
         queued = _queued_alert(sock)
         if queued is not None:
             return remote_error(queued, target, "after the TLS handshake")
@@ -711,6 +739,8 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
         except (BrokenPipeError, ConnectionResetError):
             raise  # urllib3 goes on to read the response: an alert (or a reply sent before closing) comes there
         except OSError as e:
+            if _hung_up(e):  # the same hang-up as a broken pipe (SSLEOFError: 3.11/3.12 lose a reset's errno)
+                raise BrokenPipeError(errno.EPIPE, f"The peer hung up during our write ({e})") from e
             queued, _ = self._words(reading=False)
             if queued is not None:
                 raise queued from e
@@ -732,8 +762,7 @@ class _MTLSConnection(urllib3.connection.HTTPConnection):
         queued, unticketed = self._words()
         if queued is not None:
             raise queued from error
-        hung_up = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)  # RemoteDisconnected is a reset
-        if unticketed and isinstance(error, hung_up):
+        if unticketed and _hung_up(error):
             raise RemoteError("connection_reset", f"{_SILENT_CLOSE}, during the HTTPS request with "
                               f"{self.host}:{self.port}.") from error
 
