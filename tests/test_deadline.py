@@ -179,15 +179,19 @@ def test_the_watcher_shuts_a_watched_socket_down_and_leaves_a_closed_deadline_al
     from dyncert import calls
     watched, peer = socket.socketpair()
     spared, spared_peer = socket.socketpair()
-    with watched, peer, spared, spared_peer:
+    last, last_peer = socket.socketpair()
+    with watched, peer, spared, spared_peer, last, last_peer:
         cut, kept = calls.Deadline(0.05), calls.Deadline(0.05)
+        after = calls.Deadline(0.06)  # expires after kept: once it fired, the watcher has passed kept's time
         cut.watch(watched)
         kept.watch(spared)
+        after.watch(last)
         kept.close()  # the call ended in time: its socket (maybe pooled now) is not ours to cut
         watched.settimeout(5)
         assert watched.recv(1) == b""  # shut down by the watcher, though the peer never closed
         assert cut.expired and cut.passed()
-        time.sleep(0.1)  # the watcher has passed kept's time too (it is a hair after cut's)
+        last.settimeout(5)
+        assert last.recv(1) == b"" and after.expired  # not a sleep: a busy machine may run the watcher late
         spared_peer.sendall(b"x")
         spared.settimeout(5)
         assert spared.recv(1) == b"x" and not kept.expired
