@@ -11,6 +11,7 @@ import pytest
 
 from tests.harness import pki
 from tests.harness import servers
+from tests.harness import verdicts
 from dyncert import calls, targets
 from dyncert.context import client_context
 from dyncert.errors import RemoteError
@@ -88,32 +89,45 @@ def test_no_ticket_server_rejection_is_seen_100_of_100(world):
         # refusal below is caught within the short wait, not the full TICKET_WAIT.
         assert calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)["ok"]
         assert calls.ticket_issuers.expected(target(peer)) is False
-        seen = codes_of(calls.handshake, 100, ctx(world, "bad"), target(peer), "fp", timeouts=FAST)
-    assert seen == {"peer_rejected_certificate": 100}
+        with verdicts.late_verdicts() as late:
+            seen = codes_of(calls.handshake, 100, ctx(world, "bad"), target(peer), "fp", timeouts=FAST)
+    # Every refusal that came within the wait is seen. On a busy machine (issue 23) the server may
+    # refuse later than the wait this very call measured: that handshake reports no verdict, and the
+    # server's refusal is seen to arrive after the wait, so nothing arriving in time was missed.
+    assert seen["peer_rejected_certificate"] + seen["ok"] == 100, seen
+    assert seen["ok"] == len(late) and verdicts.only_late(late), late
+    print(f"\nno-ticket refusals: {seen['peer_rejected_certificate']} seen within the wait, {len(late)} later")
 
 
 def test_no_ticket_server_acceptance_without_a_fixed_wait(world):
     # The twin: accepted, with a note that no verdict came, and a wait sized by the handshake, not 0.5 s.
-    waits = []
-    original = calls._await_verdict
+    waits, answers = [], []
+    original, timed = calls._await_verdict, calls._timed_handshake
 
     def spy(sock, timeout, wait=calls.TICKET_WAIT):
         waits.append(wait)
         return original(sock, timeout, wait)
 
+    def answer_time(sock, timeout):
+        answers.append(timed(sock, timeout))
+        return answers[-1]
+
     with OpenSSLServer(world["server"], world["pki"].ca_pem, tls="1.3", num_tickets=0) as peer:
-        calls._await_verdict = spy
+        calls._await_verdict, calls._timed_handshake = spy, answer_time
         try:
             first = calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)
             second = calls.handshake(ctx(world, "good"), target(peer), "fp", timeouts=FAST)
         finally:
-            calls._await_verdict = original
+            calls._await_verdict, calls._timed_handshake = original, timed
     for result in (first, second):
         assert result["ok"] and result["tls_version"] == "TLSv1.3"
         assert result["note"] == calls.NO_VERDICT_NOTE
     # A server met for the first time counts as a ticket issuer (its refusal is never missed);
-    # once known to issue none, its wait is sized by its answer time.
-    assert waits[0] == calls.TICKET_WAIT and calls.VERDICT_FLOOR <= waits[1] < calls.TICKET_WAIT
+    # once known to issue none, its wait is sized by its answer time, as measured in that same
+    # handshake (issue 23: on a busy machine that answer time, and so the wait, may reach TICKET_WAIT).
+    assert waits[0] == calls.TICKET_WAIT
+    sized = max(calls.VERDICT_FLOOR, calls.VERDICT_FACTOR * answers[1])
+    assert waits[1] == pytest.approx(min(calls.TICKET_WAIT, sized))
 
 
 def test_a_ticketing_server_gets_the_full_wait_for_its_verdict(world):
