@@ -33,8 +33,8 @@ REQUESTS = 600
 
 
 @pytest.fixture(scope="module")
-def world():
-    world = World()
+def world(run_pki):
+    world = World(run_pki)
     world.customers = [Identity(pki.client_cert(world.ours.clients_ca, f"customer-{i}")) for i in range(CUSTOMERS)]
     return world
 

@@ -23,8 +23,8 @@ OTHER_HOST = "127.0.0.10"
 
 
 @pytest.fixture(scope="module")
-def world():
-    world = World()
+def world(run_pki):
+    world = World(run_pki)
     world.other_server = pki.server_cert(world.ours.root, OTHER_HOST)
     return world
 
