@@ -41,7 +41,8 @@ run: $(STAMP)
 # whole suite runs on 3.11. Exit status 5 (PYTEST_ARGS selected nothing in a slice) is not a failure.
 test: test313 test311 test312
 
-test313:
+# $(STAMP) first: tests start `make run`, which uses .venv; two xdist workers must not both create it.
+test313: $(STAMP)
 	@if [ -n "$(PY313)" ]; then \
 	  $(MAKE) --no-print-directory $(STAMP313) && \
 	  $(VENV313)/bin/python -m pytest $(XDIST) $(PYTEST_ARGS); \
